@@ -1,0 +1,3 @@
+from cqdeploy.cli import main
+
+main()

@@ -1,0 +1,419 @@
+"""The command line. Only this module knows click; it turns CqdeployError into exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+
+from .errors import CqdeployError, InvalidInput, JobStateError, JournalProblem
+from .workspace import Workspace
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+class Failure(click.ClickException):
+    """A CqdeployError on its way out: one line on stderr, the error's own exit code."""
+
+    def __init__(self, error: CqdeployError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CqdeployError as e:
+            raise Failure(e) from e
+
+
+def emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="cqdeploy")
+def cli() -> None:
+    """cqdeploy: deploy Code Queue to host D601, as a journaled job you can watch and resume.
+
+    State lives in the workspace, CQDEPLOY_HOME (default: ./.cqdeploy). Start with
+    `cqdeploy demo`, which deploys to an embedded sandbox D601.
+    """
+
+
+def workspace() -> Workspace:
+    return Workspace.from_env().ensure()
+
+
+# -- deploys ---------------------------------------------------------------------
+
+@cli.group(cls=Group)
+def codex() -> None:
+    """The compatibility entry: deploy one Code Queue commit."""
+
+
+@codex.command("deploy")
+@click.argument("commit_id")
+@click.option("--provider-id", default="D601", show_default=True, help="Target provider.")
+@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True,
+              help="Deadline for the whole background job.")
+@click.option("--skip-build", is_flag=True, help="Refused: the target-side build is mandatory.")
+def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: bool) -> None:
+    """Start a job deploying COMMIT_ID (7-40 hex, pushed to the remote); prints its id at once.
+
+    Builds a temporary desired manifest holding only code-queue's repo and this commit and
+    hands it to the same reconciler as `deploy apply`.
+    """
+    from .manifest import check_commit, load_manifest, one_service
+    from .reconcile import reconcile
+
+    if skip_build:
+        raise InvalidInput("--skip-build is no longer supported: the target-side Docker build is mandatory")
+    commit = check_commit(commit_id)
+    ws = workspace()
+    base = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else None
+    manifest = one_service(base, "code-queue", commit, provider_id, None)
+    emit(reconcile(ws, manifest, ["code-queue"], entry="codex", timeout_ms=timeout_ms)[0])
+
+
+@cli.group(cls=Group)
+def deploy() -> None:
+    """The formal entry: reconcile services against the desired manifest."""
+
+
+@deploy.command("apply")
+@click.option("--service", "services", multiple=True, required=True,
+              help="Service to deploy (repeatable).")
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False),
+              help="Desired manifest (default: $CQDEPLOY_HOME/manifest.toml).")
+@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True,
+              help="Deadline for each background job.")
+def deploy_apply(services: tuple[str, ...], manifest_path: str | None, timeout_ms: int) -> None:
+    """Start a job for each --service as the desired manifest says; prints the job at once."""
+    from pathlib import Path
+
+    from .manifest import load_manifest
+    from .reconcile import reconcile
+
+    ws = workspace()
+    manifest = load_manifest(Path(manifest_path) if manifest_path else ws.manifest_path)
+    jobs = reconcile(ws, manifest, list(services), entry="apply", timeout_ms=timeout_ms)
+    emit(jobs[0] if len(jobs) == 1 else jobs)
+
+
+# -- jobs ------------------------------------------------------------------------
+
+@cli.group(cls=Group)
+def job() -> None:
+    """Watch, list and resume jobs."""
+
+
+def _view(journal: Any, job_id: str) -> Any:
+    from .jobs import load_view
+
+    return load_view(journal, job_id)
+
+
+def _status_dict(view: Any, tail_bytes: int, journal_dir: Any) -> dict[str, Any]:
+    from .jobs import runner_alive
+
+    out = view.as_dict()
+    tail = out.pop("logTail")
+    out["logTail"] = tail[-tail_bytes:] if tail and tail_bytes > 0 else None
+    if out["logTail"] and len(out["logTail"].encode()) > tail_bytes:
+        out["logTail"] = out["logTail"].encode()[-tail_bytes:].decode("utf-8", "ignore")
+    if out["state"] not in TERMINAL and out["runner"] and not runner_alive(view):
+        out["runnerLost"] = f"runner pid {out['runner']['pid']} on {out['runner']['host']} is gone; " \
+                            f"run `cqdeploy job resume {view.job_id}`"
+    if out["state"] not in TERMINAL and tail_bytes > 0 and out["currentStep"]:
+        out["logTail"] = _live_tail(view, tail_bytes)
+    return out
+
+
+def _live_tail(view: Any, nbytes: int) -> str | None:
+    step = view.step(view.machine.current_step)
+    if not step["remoteLog"]:
+        return None
+    from .config import load_config
+    from .transport import open_transport
+
+    provider = load_config(Workspace.from_env().config_path).get(view.data["providerId"])
+    if provider is None:
+        return None
+    from . import detached
+    from .runner import redact
+
+    try:
+        with open_transport(provider) as t:
+            out = t.run(detached.tail(step["remoteLog"], nbytes), timeout=10)
+    except CqdeployError:
+        return None
+    return redact(out.stdout.decode("utf-8", "replace"), provider.secrets())
+
+
+@job.command("status")
+@click.argument("job_id")
+@click.option("--tail-bytes", type=click.IntRange(min=0), default=0,
+              help="Show the last N bytes of the failed (or running) step's log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
+@click.option("--follow", is_flag=True,
+              help="Stream step progress until the job ends; exit 0 if it succeeded, else 1.")
+def job_status(job_id: str, tail_bytes: int, as_json: bool, follow: bool) -> None:
+    """Replay JOB_ID's events: state, steps with timings, commits, logs, error."""
+    from .render import status_text
+
+    ws = workspace()
+    with ws.journal() as journal:
+        if follow:
+            code = _follow(journal, job_id, as_json)
+            view = _view(journal, job_id)
+            if not as_json:
+                click.echo(status_text(_status_dict(view, tail_bytes or 2000, ws.home),
+                                       _status_dict(view, tail_bytes or 2000, ws.home)["logTail"]
+                                       if code else None))
+            sys.exit(code)
+        out = _status_dict(_view(journal, job_id), tail_bytes, ws.home)
+    if as_json:
+        emit(out)
+    else:
+        click.echo(status_text(out, out["logTail"] if tail_bytes else None))
+
+
+def _follow(journal: Any, job_id: str, as_json: bool, limit_s: float | None = None) -> int:
+    """Print each step change until the job ends; bounded by the job's own deadline."""
+    from .jobs import runner_alive
+    from .render import progress_line
+
+    view = _view(journal, job_id)
+    shown: dict[str, str] = {}
+    deadline = time.monotonic() + (limit_s or (view.data["timeoutMs"] or 900_000) / 1000 + 60)
+    gone_since: float | None = None
+    while True:
+        view = _view(journal, job_id)
+        for s in view.data["steps"]:
+            if s["state"] != "pending" and shown.get(s["name"]) != s["state"]:
+                shown[s["name"]] = s["state"]
+                if as_json:
+                    click.echo(json.dumps({"jobId": job_id, "step": s["name"], "state": s["state"],
+                                           "startedAt": s["startedAt"], "endedAt": s["endedAt"]}))
+                else:
+                    click.echo(progress_line(s))
+        state = view.state.value
+        if state in TERMINAL:
+            if as_json:
+                click.echo(json.dumps({"jobId": job_id, "state": state, "error": view.data["error"]}))
+            return 0 if state == "succeeded" else 1
+        alive = runner_alive(view) if view.data["runner"] else True
+        gone_since = None if alive else (gone_since or time.monotonic())
+        if gone_since and time.monotonic() - gone_since > 2:
+            click.echo(f"runner lost; continue with `cqdeploy job resume {job_id}`", err=True)
+            return 1
+        if time.monotonic() > deadline:
+            click.echo("gave up following: the job outlived its deadline", err=True)
+            return 1
+        time.sleep(0.1)
+
+
+@job.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def job_list(as_json: bool, limit: int) -> None:
+    """Recent jobs, newest first."""
+    from .jobs import list_jobs
+    from .render import jobs_table
+
+    with workspace().journal() as journal:
+        rows = list_jobs(journal, limit)
+    if as_json:
+        emit(rows)
+    else:
+        click.echo(jobs_table(rows))
+
+
+@job.command("resume")
+@click.argument("job_id")
+def job_resume(job_id: str) -> None:
+    """Start a new runner for JOB_ID; it continues after the last completed step."""
+    from .jobs import runner_alive, spawn_runner
+    from .reconcile import job_summary
+
+    ws = workspace()
+    with ws.journal() as journal:
+        view = _view(journal, job_id)
+    if view.state.terminal:
+        raise JobStateError(f"job {job_id} already ended {view.state.value}; nothing to resume")
+    if runner_alive(view):
+        runner = view.data["runner"]
+        raise JobStateError(f"job {job_id} still has a live runner (pid {runner['pid']})")
+    spawn_runner(ws, job_id, resume=True)
+    d = view.data
+    out = job_summary(ws, job_id, d["service"], d["providerId"], d["requestedCommit"])
+    out["resumeFrom"] = view.machine.next_step
+    emit(out)
+
+
+# -- journal ---------------------------------------------------------------------
+
+@cli.group(cls=Group)
+def journal() -> None:
+    """Check the event journal."""
+
+
+@journal.command("verify")
+@click.argument("job_id", required=False)
+def journal_verify(job_id: str | None) -> None:
+    """Prove the hash chain is intact and that SQLite and the JSONL mirror agree."""
+    from journal import UnknownStream, verify
+
+    from .errors import UnknownJob
+
+    with workspace().journal() as j:
+        try:
+            problems = verify(j, job_id)
+        except UnknownStream as e:
+            raise UnknownJob(f"no job {job_id!r}") from e
+        streams = 1 if job_id else len(j.streams())
+    for p in problems:
+        click.echo(str(p), err=True)
+    if problems:
+        raise JournalProblem(f"{len(problems)} problem(s) in the journal")
+    click.echo(f"ok: {streams} job(s) verified; hash chains intact, SQLite and JSONL identical")
+
+
+# -- microservices ---------------------------------------------------------------
+
+@cli.group(cls=Group)
+def microservice() -> None:
+    """Talk to a service through backend-core's microservice proxy."""
+
+
+def _get(service: str, path: str, provider_id: str) -> None:
+    from . import health
+    from .config import load_config, pick_provider
+
+    provider = pick_provider(load_config(workspace().config_path), provider_id)
+    answer = health.get(provider.backend_url, service, path)
+    click.echo(json.dumps(answer.body, indent=2) if answer.body is not None else answer.text)
+    if answer.status >= 400:
+        raise CqdeployError(f"{service} {path}: HTTP {answer.status}")
+
+
+@microservice.command("health")
+@click.argument("service")
+@click.option("--provider-id", default="D601", show_default=True)
+def microservice_health(service: str, provider_id: str) -> None:
+    """GET SERVICE's /health (shows deploy.commit)."""
+    _get(service, "/health", provider_id)
+
+
+@microservice.command("proxy")
+@click.argument("service")
+@click.argument("path")
+@click.option("--provider-id", default="D601", show_default=True)
+def microservice_proxy(service: str, path: str, provider_id: str) -> None:
+    """GET PATH of SERVICE, e.g. '/api/tasks/overview?limit=5'."""
+    _get(service, path, provider_id)
+
+
+# -- sandbox and demo ------------------------------------------------------------
+
+@cli.command()
+@click.option("--timeout-ms", type=click.IntRange(min=1000), default=120_000, show_default=True)
+def demo(timeout_ms: int) -> None:
+    """Deploy the sandbox remote's HEAD to the embedded sandbox D601 and follow it."""
+    from .manifest import load_manifest, one_service
+    from .reconcile import reconcile
+    from .sandbox import Sandbox
+
+    ws = workspace()
+    box = Sandbox(ws)
+    created = box.create()
+    port = box.up()
+    click.echo(f"sandbox D601 {'created' if created else 'ready'} in {box.root}")
+    click.echo("  Docker, containerd and k3s are SIMULATED; git, rsync, bash, SQLite and HTTP are real")
+    click.echo(f"  backend-core simulator on http://127.0.0.1:{port}")
+    head = box.head()
+    manifest = one_service(load_manifest(ws.manifest_path), "code-queue", head, "D601", None)
+    started = reconcile(ws, manifest, ["code-queue"], entry="codex", timeout_ms=timeout_ms)[0]
+    click.echo(f"deploying {head[:12]} as job {started['jobId']}")
+    with ws.journal() as j:
+        code = _follow(j, started["jobId"], as_json=False)
+        view = _view(j, started["jobId"])
+    if code == 0:
+        click.echo(f"succeeded: /health answers deploy.commit {view.data['resolvedCommit']}")
+        click.echo(f"next: {started['statusCommand']}   ·   cqdeploy sandbox down")
+    else:
+        click.echo(f"job ended {view.state.value}: {view.data['error']}", err=True)
+    sys.exit(code)
+
+
+@cli.group(cls=Group)
+def sandbox() -> None:
+    """The embedded sandbox D601 (Docker and k3s SIMULATED)."""
+
+
+def _box() -> Any:
+    from .sandbox import Sandbox
+
+    return Sandbox(workspace())
+
+
+@sandbox.command("up")
+def sandbox_up() -> None:
+    """Create the sandbox if needed and start its backend-core simulator."""
+    box = _box()
+    port = box.up()
+    click.echo(f"sandbox up in {box.root}; backend-core on http://127.0.0.1:{port}")
+
+
+@sandbox.command("down")
+def sandbox_down() -> None:
+    """Stop every sandbox process (pods, backend-core, running steps), naming each."""
+    stopped = _box().down()
+    for what in stopped:
+        click.echo(f"stopped {what}")
+    click.echo(f"sandbox down ({len(stopped)} process(es) stopped)")
+
+
+@sandbox.command("status")
+def sandbox_status() -> None:
+    """Show the sandbox's cluster, faults and side-effect counters as JSON."""
+    emit(_box().status())
+
+
+@sandbox.command("fault")
+@click.argument("name")
+@click.argument("value", default="on")
+def sandbox_fault(name: str, value: str) -> None:
+    """Switch a fault: build_fail, save_fail, rollout_hang, old_pod_answers (on|off),
+    or sleep.<step> SECONDS; `clear` switches all off."""
+    box = _box()
+    if name == "clear":
+        box.clear_faults()
+    else:
+        parsed: Any = value not in ("off", "false", "0") if not name.startswith("sleep.") else value
+        box.set_fault(name, parsed)
+    emit(box.cluster.faults())
+
+
+@sandbox.command("commit")
+@click.option("-m", "--message", default="sandbox change", show_default=True)
+def sandbox_commit(message: str) -> None:
+    """Push a new commit (VERSION bumped) to the sandbox remote; prints its id."""
+    box = _box()
+    box.create()
+    version = int((box.work / "VERSION").read_text().strip() or 0) + 1
+    click.echo(box.commit(message, {"VERSION": f"{version}\n"}))
+
+
+def main() -> NoReturn:
+    cli.main(prog_name="cqdeploy")
+    raise SystemExit(0)

@@ -1,0 +1,67 @@
+"""cqdeploy's errors, each with the exit code the CLI gives it.
+
+    CqdeployError (1)
+    ├── InvalidInput (2)        bad commit id, refused option, unknown provider
+    ├── ConfigError (3)         config.toml or the desired manifest is wrong
+    ├── UnknownJob (4)          no job with that id in the journal
+    ├── JobStateError (5)       the job cannot do that now (resume a finished job)
+    ├── IllegalEvent (7)        an event that the job's state machine refuses
+    ├── JournalProblem (7)      the journal failed to verify or to store
+    ├── TransportError (6)      the target could not be reached or a command misbehaved
+    │   └── CommandTimeout (6)
+    ├── StepFailed (1)          a pipeline step exited non-zero
+    ├── HealthCheckFailed (1)   /health did not prove the new commit
+    └── SandboxError (8)        the embedded sandbox could not be created or driven
+"""
+
+from __future__ import annotations
+
+
+class CqdeployError(Exception):
+    """Base of every error cqdeploy raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidInput(CqdeployError):
+    exit_code = 2
+
+
+class ConfigError(CqdeployError):
+    exit_code = 3
+
+
+class UnknownJob(CqdeployError):
+    exit_code = 4
+
+
+class JobStateError(CqdeployError):
+    exit_code = 5
+
+
+class TransportError(CqdeployError):
+    exit_code = 6
+
+
+class CommandTimeout(TransportError):
+    pass
+
+
+class IllegalEvent(CqdeployError):
+    exit_code = 7
+
+
+class JournalProblem(CqdeployError):
+    exit_code = 7
+
+
+class StepFailed(CqdeployError):
+    pass
+
+
+class HealthCheckFailed(CqdeployError):
+    pass
+
+
+class SandboxError(CqdeployError):
+    exit_code = 8

@@ -1,0 +1,55 @@
+"""The reconciler both entry points call: desired manifest in, one job per service out."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from .config import load_config, pick_provider
+from .jobs import create_job, spawn_runner
+from .manifest import Manifest
+from .workspace import Workspace
+
+DEFAULT_TIMEOUT_MS = 900_000
+TAIL_BYTES = 30_000
+
+
+def reconcile(
+    ws: Workspace,
+    manifest: Manifest,
+    services: list[str],
+    *,
+    entry: str,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    spawn: bool = True,
+) -> list[dict[str, Any]]:
+    """Start a job for each service; everything is validated before the first job is written."""
+    providers = load_config(ws.config_path)
+    wanted = [manifest.service(name) for name in services]
+    for desired in wanted:
+        pick_provider(providers, desired.provider)
+    started = []
+    with ws.journal() as journal:
+        for desired in wanted:
+            job_id = create_job(journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms)
+            if spawn:
+                spawn_runner(ws, job_id)
+            started.append(job_summary(ws, job_id, desired.service, desired.provider,
+                                       desired.requested))
+    return started
+
+
+def job_summary(ws: Workspace, job_id: str, service: str, provider: str, requested: str
+                ) -> dict[str, Any]:
+    prefix = ""
+    if os.environ.get("CQDEPLOY_HOME"):
+        prefix = f"CQDEPLOY_HOME={shlex.quote(str(ws.home))} "
+    return {
+        "jobId": job_id,
+        "service": service,
+        "providerId": provider,
+        "requestedCommit": requested,
+        "statusCommand": f"{prefix}cqdeploy job status {job_id}",
+        "tailCommand": f"{prefix}cqdeploy job status {job_id} --tail-bytes {TAIL_BYTES}",
+    }

@@ -1,0 +1,73 @@
+"""Human-readable text for job views: pure functions from dicts to strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def parse_ts(ts: str | None) -> datetime | None:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z") if ts else None
+
+
+def seconds(a: str | None, b: str | None) -> float | None:
+    start, end = parse_ts(a), parse_ts(b)
+    return (end - start).total_seconds() if start and end else None
+
+
+def age(ts: str | None, now: datetime | None = None) -> str:
+    moment = parse_ts(ts)
+    if moment is None:
+        return "-"
+    delta = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta // size}{unit}"
+    return f"{delta}s"
+
+
+def status_text(view: dict[str, Any], tail: str | None = None) -> str:
+    lines = [
+        f"job {view['jobId']}: {view['service']} on {view['providerId']} — {view['state']}"
+        + (f" (step {view['currentStep']})" if view["currentStep"] and view["state"] not in
+           ("succeeded", "failed", "timed_out", "cancelled") else ""),
+        f"requested {view['requestedCommit']}  resolved {view['resolvedCommit'] or '-'}",
+        f"entry {view['entry']}  created {view['createdAt']}"
+        + (f"  ended {view['endedAt']}" if view["endedAt"] else ""),
+    ]
+    if view.get("runnerLost"):
+        lines.append(f"runner lost: {view['runnerLost']}")
+    lines.append("")
+    lines.append(f"{'step':<8} {'state':<10} {'attempt':>7} {'took':>8}  remote log")
+    for s in view["steps"]:
+        took = seconds(s["startedAt"], s["endedAt"])
+        took_text = f"{took:.2f}s" if took is not None else ("…" if s["state"] == "running" else "")
+        lines.append(
+            f"{s['name']:<8} {s['state']:<10} {s['attempt'] or '':>7} {took_text:>8}  "
+            f"{s['remoteLog'] or ''}"
+        )
+    if view.get("mismatch"):
+        m = view["mismatch"]
+        lines += ["", f"health.commit_mismatch: expected {m['expected']}, /health answered {m['actual']}"]
+    if view["error"]:
+        lines += ["", f"error: {view['error']}"]
+    if tail:
+        lines += ["", f"--- last {len(tail.encode())} bytes of the {view.get('failedStep') or view['currentStep']} log ---",
+                  tail.rstrip("\n")]
+    return "\n".join(lines)
+
+
+def progress_line(step: dict[str, Any]) -> str:
+    took = seconds(step["startedAt"], step["endedAt"])
+    suffix = f" in {took:.2f}s" if took is not None else ""
+    return f"  {step['name']:<8} {step['state']}{suffix}"
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no jobs yet"
+    out = [f"{'job':<27} {'service':<11} {'commit':<12} {'state':<10} age"]
+    for r in rows:
+        commit = (r["resolvedCommit"] or r["requestedCommit"] or "")[:12]
+        out.append(f"{r['jobId']:<27} {r['service']:<11} {commit:<12} {r['state']:<10} {age(r['createdAt'])}")
+    return "\n".join(out)

@@ -1,0 +1,344 @@
+"""Append-only event store: SQLite (through sqlite-utils) is the truth, JSONL the mirror.
+
+Every append runs in one `BEGIN IMMEDIATE` transaction fenced by the expected seq, so two
+writers can never both extend a stream. The mirror line is written after the commit while a
+file lock on the stream's JSONL is held; a process that dies in between leaves the mirror one
+line short, and the next open (or the next append) copies the missing lines from SQLite.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonlines
+import sqlite_utils
+
+from .errors import AppendConflict, StorageError, UnknownStream
+from .event import GENESIS, Event, canonical, digest
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (stream, name)
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    stream: str
+    first_ts: str
+    last_seq: int
+
+
+class Journal:
+    """A directory holding `journal.db` and `jobs/<stream>.jsonl`."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+        repair: bool = True,
+    ) -> None:
+        if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.directory = Path(directory)
+        self.mirror_dir = self.directory / "jobs"
+        self.path = self.directory / "journal.db"
+        self.clock = clock
+        old_umask = os.umask(0o077)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.mirror_dir.mkdir(mode=0o700, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            if "events" not in self.db.table_names():
+                self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open journal {self.path}: {e}") from e
+        finally:
+            os.umask(old_umask)
+        if repair:
+            self.repair_mirror()
+
+    # -- writing -------------------------------------------------------------
+
+    def append(
+        self, stream: str, expected_seq: int, type: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Append one event after `expected_seq` (0 for a new stream)."""
+        return self.append_batch(stream, expected_seq, [(type, data or {})])[-1]
+
+    def append_batch(
+        self, stream: str, expected_seq: int, items: Iterable[tuple[str, dict[str, Any]]]
+    ) -> list[Event]:
+        """Append several events in one transaction; all or nothing."""
+        check_stream_id(stream)
+        items = list(items)
+        if not items:
+            raise ValueError("append_batch needs at least one event")
+        with self._locked_mirror(stream) as mirror:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    last_seq, prev = self._last(stream)
+                    if last_seq != expected_seq:
+                        raise AppendConflict(stream, expected_seq, last_seq)
+                    ts = format_ts(self.clock())
+                    events = []
+                    for offset, (type, data) in enumerate(items, start=1):
+                        seq = last_seq + offset
+                        h = digest(stream, seq, ts, type, data, prev)
+                        events.append(Event(stream, seq, ts, type, data, prev, h))
+                        prev = h
+                    self.db["events"].insert_all(
+                        (
+                            {
+                                "stream": e.stream,
+                                "seq": e.seq,
+                                "ts": e.ts,
+                                "type": e.type,
+                                "data": canonical(e.data),
+                                "prev": e.prev,
+                                "hash": e.hash,
+                            }
+                            for e in events
+                        ),
+                        batch_size=500,
+                    )
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.conn.rollback()
+                    raise
+            except sqlite3.IntegrityError as e:
+                raise AppendConflict(stream, expected_seq, self.last_seq(stream)) from e
+            except sqlite3.Error as e:
+                raise StorageError(f"append to {stream} failed: {e}") from e
+            self._write_mirror(stream, mirror, events)
+        return events
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, stream: str, from_seq: int = 1) -> list[Event]:
+        """Every event of `stream` with seq >= from_seq, in order."""
+        return list(self.iter(stream, from_seq))
+
+    def iter(self, stream: str, from_seq: int = 1) -> Iterator[Event]:
+        import json
+
+        try:
+            cursor = self.db.execute(
+                "SELECT seq, ts, type, data, prev, hash FROM events "
+                "WHERE stream = ? AND seq >= ? ORDER BY seq",
+                [stream, from_seq],
+            )
+            loads = json.loads
+            for seq, ts, type, data, prev, h in cursor:
+                yield Event(stream, seq, ts, type, loads(data), prev, h)
+        except sqlite3.Error as e:
+            raise StorageError(f"reading {stream} failed: {e}") from e
+
+    def require(self, stream: str) -> None:
+        if self.last_seq(stream) == 0:
+            raise UnknownStream(f"no such stream: {stream}")
+
+    def last_seq(self, stream: str) -> int:
+        return self._last(stream)[0]
+
+    def event(self, stream: str, seq: int) -> Event | None:
+        events = list(self.iter(stream, seq))
+        return events[0] if events and events[0].seq == seq else None
+
+    def streams(self) -> list[StreamInfo]:
+        """Every stream, oldest first by its first event."""
+        rows = self.db.execute(
+            "SELECT e.stream, e.ts, m.last FROM events e JOIN "
+            "(SELECT stream, max(seq) AS last FROM events GROUP BY stream) m "
+            "ON e.stream = m.stream AND e.seq = 1 ORDER BY e.ts, e.stream"
+        ).fetchall()
+        return [StreamInfo(s, ts, last) for s, ts, last in rows]
+
+    def _last(self, stream: str) -> tuple[int, str]:
+        row = self.db.execute(
+            "SELECT seq, hash FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1", [stream]
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    # -- snapshots: derived caches, never the truth ---------------------------
+
+    def save_snapshot(self, stream: str, name: str, seq: int, data: dict[str, Any]) -> None:
+        """Cache a projection of events 1..seq; it is ignored if event `seq` ever changes."""
+        event = self.event(stream, seq)
+        if event is None:
+            raise UnknownStream(f"no event {stream}#{seq} to snapshot")
+        with self.db.atomic():
+            self.db["snapshots"].upsert(
+                {"stream": stream, "name": name, "seq": seq, "hash": event.hash,
+                 "data": canonical(data)},
+                pk=("stream", "name"),
+            )
+
+    def load_snapshot(self, stream: str, name: str) -> tuple[int, dict[str, Any]] | None:
+        import json
+
+        row = self.db.execute(
+            "SELECT s.seq, s.data FROM snapshots s JOIN events e "
+            "ON e.stream = s.stream AND e.seq = s.seq AND e.hash = s.hash "
+            "WHERE s.stream = ? AND s.name = ?",
+            [stream, name],
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    # -- mirror --------------------------------------------------------------
+
+    def mirror_path(self, stream: str) -> Path:
+        return self.mirror_dir / f"{stream}.jsonl"
+
+    def repair_mirror(self, stream: str | None = None) -> list[str]:
+        """Copy events the mirror lacks from SQLite; returns the streams repaired."""
+        repaired = []
+        targets = [stream] if stream else [s.stream for s in self.streams()]
+        for name in targets:
+            with self._locked_mirror(name) as mirror:
+                if self._write_mirror(name, mirror, []):
+                    repaired.append(name)
+        return repaired
+
+    @contextmanager
+    def _locked_mirror(self, stream: str) -> Iterator[Any]:
+        path = self.mirror_path(stream)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "r+b", buffering=0) as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield f
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write_mirror(self, stream: str, f: Any, new: list[Event]) -> bool:
+        """Bring the mirror up to date under its lock; True if it had fallen behind.
+
+        A torn last line (the writer died mid-line) is cut only when it is a prefix of the
+        line SQLite says belongs there; anything else is left for `verify` to report.
+        """
+        mirrored, partial_at = _mirror_tail(f)
+        if mirrored is None:
+            return False
+        if partial_at is not None:
+            expected = self.event(stream, mirrored + 1)
+            os.lseek(f.fileno(), partial_at, os.SEEK_SET)
+            partial = os.read(f.fileno(), 1 << 20)
+            if expected is None or not expected.line().encode().startswith(partial):
+                return False
+            os.ftruncate(f.fileno(), partial_at)
+        first_new = new[0].seq if new else self.last_seq(stream) + 1
+        missing = [e for e in self.iter(stream, mirrored + 1) if e.seq < first_new]
+        lines = missing + new
+        if lines:
+            with jsonlines.Writer(_TextAppender(f), dumps=canonical, flush=True) as writer:
+                writer.write_all(e.as_dict() for e in lines)
+        return bool(missing) or partial_at is not None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _TextAppender:
+    """The minimal text file jsonlines needs, over a binary append-only fd."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def write(self, text: str) -> int:
+        data = text.encode()
+        self.f.write(data)
+        return len(text)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _mirror_tail(f: Any) -> tuple[int | None, int | None]:
+    """(seq of the last complete line or 0, offset of a torn partial line or None).
+
+    The seq is None when the last complete line is not one of ours.
+    """
+    import json
+
+    fd = f.fileno()
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, None
+    chunk = min(size, 1 << 16)
+    while True:
+        os.lseek(fd, size - chunk, os.SEEK_SET)
+        tail = os.read(fd, chunk)
+        cut = tail.rfind(b"\n")
+        if cut >= 0:
+            prev_cut = tail.rfind(b"\n", 0, cut)
+            if prev_cut >= 0 or chunk == size:
+                break
+        elif chunk == size:
+            return 0, 0  # one torn line and nothing before it
+        chunk = min(size, chunk * 4)
+    partial_at = size - chunk + cut + 1 if cut + 1 < len(tail) else None
+    line = tail[prev_cut + 1 : cut]
+    try:
+        return int(json.loads(line)["seq"]), partial_at
+    except (ValueError, KeyError, TypeError):
+        return None, partial_at
+
+
+def check_stream_id(stream: str) -> None:
+    if not STREAM_ID.match(stream):
+        raise ValueError(f"invalid stream id {stream!r}: use letters, digits, '.', '_' or '-'")
