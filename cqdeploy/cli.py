@@ -55,6 +55,7 @@ def workspace() -> Workspace:
 
 # -- deploys ---------------------------------------------------------------------
 
+
 @cli.group(cls=Group)
 def codex() -> None:
     """The compatibility entry: deploy one Code Queue commit."""
@@ -63,8 +64,13 @@ def codex() -> None:
 @codex.command("deploy")
 @click.argument("commit_id")
 @click.option("--provider-id", default="D601", show_default=True, help="Target provider.")
-@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True,
-              help="Deadline for the whole background job.")
+@click.option(
+    "--timeout-ms",
+    type=click.IntRange(min=1000),
+    default=900_000,
+    show_default=True,
+    help="Deadline for the whole background job.",
+)
 @click.option("--skip-build", is_flag=True, help="Refused: the target-side build is mandatory.")
 def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: bool) -> None:
     """Start a job deploying COMMIT_ID (7-40 hex, pushed to the remote); prints its id at once.
@@ -90,12 +96,20 @@ def deploy() -> None:
 
 
 @deploy.command("apply")
-@click.option("--service", "services", multiple=True, required=True,
-              help="Service to deploy (repeatable).")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False),
-              help="Desired manifest (default: $CQDEPLOY_HOME/manifest.toml).")
-@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True,
-              help="Deadline for each background job.")
+@click.option("--service", "services", multiple=True, required=True, help="Service to deploy (repeatable).")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    help="Desired manifest (default: $CQDEPLOY_HOME/manifest.toml).",
+)
+@click.option(
+    "--timeout-ms",
+    type=click.IntRange(min=1000),
+    default=900_000,
+    show_default=True,
+    help="Deadline for each background job.",
+)
 def deploy_apply(services: tuple[str, ...], manifest_path: str | None, timeout_ms: int) -> None:
     """Start a job for each --service as the desired manifest says; prints the job at once."""
     from pathlib import Path
@@ -110,6 +124,7 @@ def deploy_apply(services: tuple[str, ...], manifest_path: str | None, timeout_m
 
 
 # -- jobs ------------------------------------------------------------------------
+
 
 @cli.group(cls=Group)
 def job() -> None:
@@ -131,8 +146,10 @@ def _status_dict(view: Any, tail_bytes: int, journal_dir: Any) -> dict[str, Any]
     if out["logTail"] and len(out["logTail"].encode()) > tail_bytes:
         out["logTail"] = out["logTail"].encode()[-tail_bytes:].decode("utf-8", "ignore")
     if out["state"] not in TERMINAL and out["runner"] and not runner_alive(view):
-        out["runnerLost"] = f"runner pid {out['runner']['pid']} on {out['runner']['host']} is gone; " \
-                            f"run `cqdeploy job resume {view.job_id}`"
+        out["runnerLost"] = (
+            f"runner pid {out['runner']['pid']} on {out['runner']['host']} is gone; "
+            f"run `cqdeploy job resume {view.job_id}`"
+        )
     if out["state"] not in TERMINAL and tail_bytes > 0 and out["currentStep"]:
         out["logTail"] = _live_tail(view, tail_bytes)
     return out
@@ -161,11 +178,14 @@ def _live_tail(view: Any, nbytes: int) -> str | None:
 
 @job.command("status")
 @click.argument("job_id")
-@click.option("--tail-bytes", type=click.IntRange(min=0), default=0,
-              help="Show the last N bytes of the failed (or running) step's log.")
+@click.option(
+    "--tail-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Show the last N bytes of the failed (or running) step's log.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
-@click.option("--follow", is_flag=True,
-              help="Stream step progress until the job ends; exit 0 if it succeeded, else 1.")
+@click.option("--follow", is_flag=True, help="Stream step progress until the job ends; exit 0 if it succeeded, else 1.")
 def job_status(job_id: str, tail_bytes: int, as_json: bool, follow: bool) -> None:
     """Replay JOB_ID's events: state, steps with timings, commits, logs, error."""
     from .render import status_text
@@ -176,9 +196,12 @@ def job_status(job_id: str, tail_bytes: int, as_json: bool, follow: bool) -> Non
             code = _follow(journal, job_id, as_json)
             view = _view(journal, job_id)
             if not as_json:
-                click.echo(status_text(_status_dict(view, tail_bytes or 2000, ws.home),
-                                       _status_dict(view, tail_bytes or 2000, ws.home)["logTail"]
-                                       if code else None))
+                click.echo(
+                    status_text(
+                        _status_dict(view, tail_bytes or 2000, ws.home),
+                        _status_dict(view, tail_bytes or 2000, ws.home)["logTail"] if code else None,
+                    )
+                )
             sys.exit(code)
         out = _status_dict(_view(journal, job_id), tail_bytes, ws.home)
     if as_json:
@@ -202,8 +225,17 @@ def _follow(journal: Any, job_id: str, as_json: bool, limit_s: float | None = No
             if s["state"] != "pending" and shown.get(s["name"]) != s["state"]:
                 shown[s["name"]] = s["state"]
                 if as_json:
-                    click.echo(json.dumps({"jobId": job_id, "step": s["name"], "state": s["state"],
-                                           "startedAt": s["startedAt"], "endedAt": s["endedAt"]}))
+                    click.echo(
+                        json.dumps(
+                            {
+                                "jobId": job_id,
+                                "step": s["name"],
+                                "state": s["state"],
+                                "startedAt": s["startedAt"],
+                                "endedAt": s["endedAt"],
+                            }
+                        )
+                    )
                 else:
                     click.echo(progress_line(s))
         state = view.state.value
@@ -262,6 +294,7 @@ def job_resume(job_id: str) -> None:
 
 # -- journal ---------------------------------------------------------------------
 
+
 @cli.group(cls=Group)
 def journal() -> None:
     """Check the event journal."""
@@ -289,6 +322,7 @@ def journal_verify(job_id: str | None) -> None:
 
 
 # -- microservices ---------------------------------------------------------------
+
 
 @cli.group(cls=Group)
 def microservice() -> None:
@@ -324,6 +358,7 @@ def microservice_proxy(service: str, path: str, provider_id: str) -> None:
 
 
 # -- sandbox and demo ------------------------------------------------------------
+
 
 @cli.command()
 @click.option("--timeout-ms", type=click.IntRange(min=1000), default=120_000, show_default=True)

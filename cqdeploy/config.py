@@ -1,13 +1,13 @@
 """Providers: the target hosts a deploy may go to, read from `config.toml` in the workspace.
 
-    [providers.D601]
-    active = true
-    transport = "local"                  # "local" runs on this machine (the sandbox)
-    deploy_dir = "/home/ubuntu/cq-deploy"
-    cache_dir = "/home/ubuntu/.cache/cqdeploy/code-queue.git"
-    tmp_dir = "/tmp"
-    backend_url = "http://127.0.0.1:8080"
-    build_proxy = "http://127.0.0.1:7890"   # or build_proxy_env = "CQDEPLOY_BUILD_PROXY"
+[providers.D601]
+active = true
+transport = "local"                  # "local" runs on this machine (the sandbox)
+deploy_dir = "/home/ubuntu/cq-deploy"
+cache_dir = "/home/ubuntu/.cache/cqdeploy/code-queue.git"
+tmp_dir = "/tmp"
+backend_url = "http://127.0.0.1:8080"
+build_proxy = "http://127.0.0.1:7890"   # or build_proxy_env = "CQDEPLOY_BUILD_PROXY"
 """
 
 from __future__ import annotations
@@ -52,8 +52,19 @@ class Provider:
         return found
 
 
-_FIELDS = {"active", "transport", "deploy_dir", "cache_dir", "tmp_dir", "path_prepend",
-           "backend_url", "build_proxy", "build_proxy_env", "namespace", "k3s_container"}
+_FIELDS = {
+    "active",
+    "transport",
+    "deploy_dir",
+    "cache_dir",
+    "tmp_dir",
+    "path_prepend",
+    "backend_url",
+    "build_proxy",
+    "build_proxy_env",
+    "namespace",
+    "k3s_container",
+}
 
 
 def load_config(path: Path) -> dict[str, Provider]:
@@ -85,9 +96,7 @@ def _provider(path: Path, pid: str, table: Any) -> Provider:
         items = table["path_prepend"]
         if not isinstance(items, list):
             raise ConfigError(f"{where}.path_prepend: must be a list of absolute paths")
-        values["path_prepend"] = tuple(
-            _abs_path(f"{where}.path_prepend[{i}]", p) for i, p in enumerate(items)
-        )
+        values["path_prepend"] = tuple(_abs_path(f"{where}.path_prepend[{i}]", p) for i, p in enumerate(items))
     transport = table.get("transport", "local")
     if transport not in TRANSPORTS:
         raise ConfigError(f"{where}.transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -110,7 +119,9 @@ def _provider(path: Path, pid: str, table: Any) -> Provider:
 
 def _abs_path(where: str, value: Any) -> str:
     if not isinstance(value, str) or not _ABS_PATH.match(value) or "/../" in f"{value}/":
-        raise ConfigError(f"{where}: must be an absolute path without control characters or '..' segments, got {value!r}")
+        raise ConfigError(
+            f"{where}: must be an absolute path without control characters or '..' segments, got {value!r}"
+        )
     return value.rstrip("/") or "/"
 
 

@@ -108,7 +108,7 @@ def kill(run: StepRun) -> str:
     """Stop the step's whole process group (it is its own session)."""
     d = q(run.dir)
     return (
-        f'pid=$(cat {d}/pid 2>/dev/null) || exit 0\n'
+        f"pid=$(cat {d}/pid 2>/dev/null) || exit 0\n"
         'kill -TERM -- "-$pid" 2>/dev/null || true\n'
         "sleep 0.2\n"
         'kill -KILL -- "-$pid" 2>/dev/null || true\n'

@@ -1,17 +1,17 @@
 """cqdeploy's errors, each with the exit code the CLI gives it.
 
-    CqdeployError (1)
-    ├── InvalidInput (2)        bad commit id, refused option, unknown provider
-    ├── ConfigError (3)         config.toml or the desired manifest is wrong
-    ├── UnknownJob (4)          no job with that id in the journal
-    ├── JobStateError (5)       the job cannot do that now (resume a finished job)
-    ├── IllegalEvent (7)        an event that the job's state machine refuses
-    ├── JournalProblem (7)      the journal failed to verify or to store
-    ├── TransportError (6)      the target could not be reached or a command misbehaved
-    │   └── CommandTimeout (6)
-    ├── StepFailed (1)          a pipeline step exited non-zero
-    ├── HealthCheckFailed (1)   /health did not prove the new commit
-    └── SandboxError (8)        the embedded sandbox could not be created or driven
+CqdeployError (1)
+├── InvalidInput (2)        bad commit id, refused option, unknown provider
+├── ConfigError (3)         config.toml or the desired manifest is wrong
+├── UnknownJob (4)          no job with that id in the journal
+├── JobStateError (5)       the job cannot do that now (resume a finished job)
+├── IllegalEvent (7)        an event that the job's state machine refuses
+├── JournalProblem (7)      the journal failed to verify or to store
+├── TransportError (6)      the target could not be reached or a command misbehaved
+│   └── CommandTimeout (6)
+├── StepFailed (1)          a pipeline step exited non-zero
+├── HealthCheckFailed (1)   /health did not prove the new commit
+└── SandboxError (8)        the embedded sandbox could not be created or driven
 """
 
 from __future__ import annotations

@@ -30,7 +30,11 @@ class Answer:
 
 
 def get(
-    backend_url: str, service: str, path: str, *, timeout: float = 5.0,
+    backend_url: str,
+    service: str,
+    path: str,
+    *,
+    timeout: float = 5.0,
     transport: httpx.BaseTransport | None = None,
 ) -> Answer:
     """One GET through the proxy; httpx errors become TransportError here and nowhere else."""
@@ -56,16 +60,20 @@ def deployed_commit(answer: Answer) -> str | None:
 
 
 def await_healthy(
-    backend_url: str, service: str, path: str, *, within_s: float,
-    transport: httpx.BaseTransport | None = None, pause_s: float = 0.2,
+    backend_url: str,
+    service: str,
+    path: str,
+    *,
+    within_s: float,
+    transport: httpx.BaseTransport | None = None,
+    pause_s: float = 0.2,
 ) -> Answer:
     """The first 200 answer within `within_s`; connection errors and 5xx are retried."""
     end = time.monotonic() + within_s
     last = "no answer"
     while True:
         try:
-            answer = get(backend_url, service, path, timeout=min(5.0, max(0.5, within_s)),
-                         transport=transport)
+            answer = get(backend_url, service, path, timeout=min(5.0, max(0.5, within_s)), transport=transport)
             if answer.status == 200:
                 return answer
             last = f"HTTP {answer.status}"

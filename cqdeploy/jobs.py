@@ -5,9 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
-import shutil
 import socket
-import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -71,10 +69,7 @@ def load_view(journal: Journal, job_id: str, *, save_snapshot: bool = True) -> J
 
     try:
         cached = journal.load_snapshot(job_id, SNAPSHOT)
-        if cached is not None:
-            view = JobView.restore(job_id, cached[1])
-        else:
-            view = JobView(job_id)
+        view = JobView.restore(job_id, cached[1]) if cached is not None else JobView(job_id)
         folded = 0
         for e in journal.iter(job_id, view.seq + 1):
             view.apply(e.seq, e.ts, e.type, e.data)
@@ -110,30 +105,13 @@ def _summary(view: JobView) -> dict[str, Any]:
 
 
 def spawn_runner(ws: Workspace, job_id: str, *, resume: bool = False) -> None:
-    """Start a runner in its own session, detached from this terminal; returns at once.
+    """Start the job's runner detached from this terminal; returns at once."""
+    from .process import spawn_detached
 
-    `setsid --fork` makes the runner an orphan of init, so neither a closed terminal nor
-    the caller's exit reaches it and no zombie is left in a long-lived caller.
-    """
     ws.ensure()
-    log = ws.runner_log(job_id)
     argv = [sys.executable, "-m", "cqdeploy.runner", job_id] + (["--resume"] if resume else [])
     env = {**os.environ, "CQDEPLOY_HOME": str(ws.home)}
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        setsid = shutil.which("setsid")
-        if setsid:
-            subprocess.run(
-                [setsid, "--fork", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=fd, env=env, check=True, close_fds=True,
-            )
-        else:
-            subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fd, env=env,
-                start_new_session=True, close_fds=True,
-            )
-    finally:
-        os.close(fd)
+    spawn_detached(argv, log_path=str(ws.runner_log(job_id)), env=env)
 
 
 def runner_alive(view: JobView) -> bool:

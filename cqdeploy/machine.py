@@ -62,23 +62,42 @@ def _transitions() -> list[dict[str, Any]]:
     previous = State.PENDING
     for state in STEP_STATES:
         table.append(
-            {"trigger": f"start_{state.value}", "source": previous, "dest": state,
-             "conditions": "_previous_done", "after": "_opened"}
+            {
+                "trigger": f"start_{state.value}",
+                "source": previous,
+                "dest": state,
+                "conditions": "_previous_done",
+                "after": "_opened",
+            }
         )
         table.append(
-            {"trigger": f"start_{state.value}", "source": state, "dest": state,
-             "conditions": "_retry_allowed", "after": "_opened"}
+            {
+                "trigger": f"start_{state.value}",
+                "source": state,
+                "dest": state,
+                "conditions": "_retry_allowed",
+                "after": "_opened",
+            }
         )
         previous = state
     table += [
         {"trigger": "note_runner", "source": LIVE, "dest": None},
         {"trigger": "resolve", "source": State.FETCH, "dest": None, "conditions": "_in_open_step"},
         {"trigger": "step_event", "source": STEP_STATES, "dest": None, "conditions": "_in_open_step"},
-        {"trigger": "complete_step", "source": STEP_STATES, "dest": None,
-         "conditions": "_in_open_step", "after": "_closed"},
+        {
+            "trigger": "complete_step",
+            "source": STEP_STATES,
+            "dest": None,
+            "conditions": "_in_open_step",
+            "after": "_closed",
+        },
         {"trigger": "mismatch", "source": State.VERIFY, "dest": None, "conditions": "_in_open_step"},
-        {"trigger": "succeed", "source": State.VERIFY, "dest": State.SUCCEEDED,
-         "conditions": "_previous_done"},
+        {
+            "trigger": "succeed",
+            "source": State.VERIFY,
+            "dest": State.SUCCEEDED,
+            "conditions": "_previous_done",
+        },
         {"trigger": "fail", "source": LIVE, "dest": State.FAILED},
         {"trigger": "time_out", "source": LIVE, "dest": State.TIMED_OUT},
         {"trigger": "cancel", "source": LIVE, "dest": State.CANCELLED},

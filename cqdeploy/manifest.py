@@ -141,6 +141,8 @@ def _desired(source: str, name: str, table: Any) -> Desired:
     repo = table.get("repo")
     if not isinstance(repo, str) or not REPO.match(repo):
         raise ConfigError(f"{where}.repo: required; a URL or absolute path (no spaces, no leading '-')")
+    if _has_password(repo):
+        raise ConfigError(f"{where}.repo: holds a password or token; use an SSH key or a git credential helper")
     commit, branch = table.get("commit"), table.get("branch")
     if (commit is None) == (branch is None):
         raise ConfigError(f"{where}: set exactly one of commit or branch")
@@ -157,14 +159,17 @@ def _desired(source: str, name: str, table: Any) -> Desired:
     return Desired(name, repo, provider, commit, branch)
 
 
-def one_service(base: Manifest | None, service: str, commit: str, provider: str, repo: str | None
-                ) -> Manifest:
+def _has_password(repo: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return "://" in repo and urlsplit(repo).password is not None
+
+
+def one_service(base: Manifest | None, service: str, commit: str, provider: str, repo: str | None) -> Manifest:
     """The temporary manifest `codex deploy` builds: only this service's repo and commit."""
     if repo is None:
         if base is None or service not in base.services:
-            raise ConfigError(
-                f"no repo known for {service}: add [services.{service}] with repo to manifest.toml"
-            )
+            raise ConfigError(f"no repo known for {service}: add [services.{service}] with repo to manifest.toml")
         repo = base.services[service].repo
     raw = {"services": {service: {"repo": repo, "commit": commit, "provider": provider}}}
     return parse_manifest(f"codex deploy {commit}", raw)

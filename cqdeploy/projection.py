@@ -32,8 +32,16 @@ class JobView:
             "runner": None,
             "runners": 0,
             "steps": [
-                {"name": s, "state": "pending", "attempt": 0, "startedAt": None, "endedAt": None,
-                 "remoteLog": None, "remoteDir": None, "exitCode": None}
+                {
+                    "name": s,
+                    "state": "pending",
+                    "attempt": 0,
+                    "startedAt": None,
+                    "endedAt": None,
+                    "remoteLog": None,
+                    "remoteDir": None,
+                    "exitCode": None,
+                }
                 for s in STEPS
             ],
             "error": None,
@@ -84,8 +92,7 @@ class JobView:
             d["runners"] += 1
         elif type == "step.started":
             s = self.step(data["step"])
-            s.update(state="running", attempt=data["attempt"], startedAt=ts, endedAt=None,
-                     exitCode=None)
+            s.update(state="running", attempt=data["attempt"], startedAt=ts, endedAt=None, exitCode=None)
         elif type == "step.remote_log":
             self.step(data["step"]).update(remoteLog=data["log"], remoteDir=data.get("dir"))
         elif type == "commit.resolved":

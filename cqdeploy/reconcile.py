@@ -35,13 +35,11 @@ def reconcile(
             job_id = create_job(journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms)
             if spawn:
                 spawn_runner(ws, job_id)
-            started.append(job_summary(ws, job_id, desired.service, desired.provider,
-                                       desired.requested))
+            started.append(job_summary(ws, job_id, desired.service, desired.provider, desired.requested))
     return started
 
 
-def job_summary(ws: Workspace, job_id: str, service: str, provider: str, requested: str
-                ) -> dict[str, Any]:
+def job_summary(ws: Workspace, job_id: str, service: str, provider: str, requested: str) -> dict[str, Any]:
     prefix = ""
     if os.environ.get("CQDEPLOY_HOME"):
         prefix = f"CQDEPLOY_HOME={shlex.quote(str(ws.home))} "

@@ -29,8 +29,11 @@ def age(ts: str | None, now: datetime | None = None) -> str:
 def status_text(view: dict[str, Any], tail: str | None = None) -> str:
     lines = [
         f"job {view['jobId']}: {view['service']} on {view['providerId']} — {view['state']}"
-        + (f" (step {view['currentStep']})" if view["currentStep"] and view["state"] not in
-           ("succeeded", "failed", "timed_out", "cancelled") else ""),
+        + (
+            f" (step {view['currentStep']})"
+            if view["currentStep"] and view["state"] not in ("succeeded", "failed", "timed_out", "cancelled")
+            else ""
+        ),
         f"requested {view['requestedCommit']}  resolved {view['resolvedCommit'] or '-'}",
         f"entry {view['entry']}  created {view['createdAt']}"
         + (f"  ended {view['endedAt']}" if view["endedAt"] else ""),
@@ -42,18 +45,19 @@ def status_text(view: dict[str, Any], tail: str | None = None) -> str:
     for s in view["steps"]:
         took = seconds(s["startedAt"], s["endedAt"])
         took_text = f"{took:.2f}s" if took is not None else ("…" if s["state"] == "running" else "")
-        lines.append(
-            f"{s['name']:<8} {s['state']:<10} {s['attempt'] or '':>7} {took_text:>8}  "
-            f"{s['remoteLog'] or ''}"
-        )
+        lines.append(f"{s['name']:<8} {s['state']:<10} {s['attempt'] or '':>7} {took_text:>8}  {s['remoteLog'] or ''}")
     if view.get("mismatch"):
         m = view["mismatch"]
         lines += ["", f"health.commit_mismatch: expected {m['expected']}, /health answered {m['actual']}"]
     if view["error"]:
         lines += ["", f"error: {view['error']}"]
     if tail:
-        lines += ["", f"--- last {len(tail.encode())} bytes of the {view.get('failedStep') or view['currentStep']} log ---",
-                  tail.rstrip("\n")]
+        step = view.get("failedStep") or view["currentStep"]
+        lines += [
+            "",
+            f"--- last {len(tail.encode())} bytes of the {step} log ---",
+            tail.rstrip("\n"),
+        ]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ so a new runner picks up exactly where a dead one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -63,13 +64,15 @@ class Runner:
         assert first is not None
         self.created = first.data
         desired = Desired(
-            service=first.data["service"], repo=first.data["repo"], provider=first.data["provider"],
-            commit=first.data.get("commit"), branch=first.data.get("branch"),
+            service=first.data["service"],
+            repo=first.data["repo"],
+            provider=first.data["provider"],
+            commit=first.data.get("commit"),
+            branch=first.data.get("branch"),
         )
         self.timeout_s = first.data["timeout_ms"] / 1000
         self.deadline = _parse_ts(first.ts) + self.timeout_s
-        self.ctx = steps.JobContext(job_id, desired, self.provider, created["resolvedCommit"],
-                                    self.timeout_s)
+        self.ctx = steps.JobContext(job_id, desired, self.provider, created["resolvedCommit"], self.timeout_s)
         self.transport = transport or open_transport(self.provider)
         self.secrets = self.provider.secrets()
 
@@ -94,8 +97,12 @@ class Runner:
         if self.view.state.terminal:
             raise JobStateError(f"job {self.job_id} already ended {self.view.state.value}")
         kind = "job.resumed" if resume or self.view.data["runners"] else "runner.started"
-        self.emit((kind, {"pid": os.getpid(), "host": socket.gethostname(),
-                          "next_step": self.view.machine.next_step}))
+        self.emit(
+            (
+                kind,
+                {"pid": os.getpid(), "host": socket.gethostname(), "next_step": self.view.machine.next_step},
+            )
+        )
         try:
             while (step := self.view.machine.next_step) is not None:
                 if self.clock() >= self.deadline:
@@ -104,6 +111,7 @@ class Runner:
                     self.verify()
                 else:
                     self.remote_step(step)
+                _hold_after(step)
             self.emit(("job.succeeded", {"commit": self.ctx.resolved}))
         except Stop:
             pass
@@ -126,7 +134,8 @@ class Runner:
         self.emit(("step.started", {"step": step, "attempt": run.attempt}))
         started = self.transport.run(
             detached.launch(run, command.script, self.provider.path_prepend),
-            stdin=detached.env_file(command.secret_env), timeout=30,
+            stdin=detached.env_file(command.secret_env),
+            timeout=30,
         )
         if started.exit_code not in (0, detached.ALREADY_STARTED):
             self.fail(step, f"could not start step {step}: {self._clean(started.stderr)}", None)
@@ -138,9 +147,7 @@ class Runner:
         if remaining <= 0:
             return ("timeout", None, "")
         try:
-            result = self.transport.run(
-                detached.wait(run, int(remaining) + 2), timeout=remaining
-            )
+            result = self.transport.run(detached.wait(run, int(remaining) + 2), timeout=remaining)
         except CommandTimeout:
             return ("timeout", None, "")
         lines = result.text.splitlines()
@@ -162,8 +169,11 @@ class Runner:
             error = f"step {step} exited {code}"
             if step == "fetch" and code == steps.NOT_PUSHED_EXIT:
                 error = f"commit {self.ctx.requested} is not pushed to the remote"
-            self.emit(sentinel, ("step.failed", {"step": step, "error": error, "log_tail": tail}),
-                      ("job.failed", {"step": step, "error": error}))
+            self.emit(
+                sentinel,
+                ("step.failed", {"step": step, "error": error, "log_tail": tail}),
+                ("job.failed", {"step": step, "error": error}),
+            )
             raise Stop(error)
         items: list[tuple[str, dict[str, Any]]] = [sentinel]
         if step == "fetch":
@@ -171,8 +181,7 @@ class Runner:
             if len(resolved) != 40 or any(c not in "0123456789abcdef" for c in resolved):
                 self.fail(step, f"fetch produced no resolved commit (got {resolved[:50]!r})", run)
             items.append(("commit.resolved", {"step": step, "commit": resolved}))
-            self.ctx = steps.JobContext(self.job_id, self.ctx.desired, self.provider, resolved,
-                                        self.timeout_s)
+            self.ctx = steps.JobContext(self.job_id, self.ctx.desired, self.provider, resolved, self.timeout_s)
         items.append(("step.completed", {"step": step, "duration_s": self._duration(step)}))
         self.emit(*items)
 
@@ -184,9 +193,7 @@ class Runner:
         self.emit(("step.started", {"step": "verify", "attempt": attempt}))
         within = max(1.0, min(VERIFY_WITHIN_S, self.deadline - self.clock()))
         try:
-            answer = health.await_healthy(
-                self.provider.backend_url, spec.name, spec.health_path, within_s=within
-            )
+            answer = health.await_healthy(self.provider.backend_url, spec.name, spec.health_path, within_s=within)
         except (HealthCheckFailed, TransportError) as e:
             self.fail("verify", str(e), None)
         actual = health.deployed_commit(answer)
@@ -195,34 +202,38 @@ class Runner:
             error = f"/health reports deploy.commit {actual} but this job deployed {expected}"
             self.emit(
                 ("health.commit_mismatch", {"step": "verify", "expected": expected, "actual": actual}),
-                ("step.failed", {"step": "verify", "error": error,
-                                 "log_tail": self._clean(answer.text.encode())[-TAIL_BYTES:]}),
+                (
+                    "step.failed",
+                    {
+                        "step": "verify",
+                        "error": error,
+                        "log_tail": self._clean(answer.text.encode())[-TAIL_BYTES:],
+                    },
+                ),
                 ("job.failed", {"step": "verify", "error": error}),
             )
             raise Stop(error)
-        self.emit(("step.completed", {"step": "verify", "duration_s": self._duration("verify"),
-                                      "commit": actual}))
+        self.emit(("step.completed", {"step": "verify", "duration_s": self._duration("verify"), "commit": actual}))
 
     # -- endings -----------------------------------------------------------
 
     def fail(self, step: str, error: str, run: detached.StepRun | None) -> None:
         tail = self.tail(run) if run else None
         error = redact(error, self.secrets)
-        self.emit(("step.failed", {"step": step, "error": error, "log_tail": tail}),
-                  ("job.failed", {"step": step, "error": error}))
+        self.emit(
+            ("step.failed", {"step": step, "error": error, "log_tail": tail}),
+            ("job.failed", {"step": step, "error": error}),
+        )
         raise Stop(error)
 
     def time_out(self, step: str, run: detached.StepRun | None) -> None:
         if run is not None:
-            try:
+            with contextlib.suppress(TransportError):
                 self.transport.run(detached.kill(run), timeout=10)
-            except TransportError:
-                pass
         error = f"job deadline of {self.timeout_s:.0f}s passed during step {step}"
         items: list[tuple[str, dict[str, Any]]] = []
         if self.view.step(step)["state"] == "running":
-            items.append(("step.failed", {"step": step, "error": error,
-                                          "log_tail": self.tail(run) if run else None}))
+            items.append(("step.failed", {"step": step, "error": error, "log_tail": self.tail(run) if run else None}))
         items.append(("job.timed_out", {"step": step, "error": error}))
         self.emit(*items)
         raise Stop(error)
@@ -242,6 +253,12 @@ class Runner:
     def _duration(self, step: str) -> float | None:
         started = self.view.step(step)["startedAt"]
         return round(self.clock() - _parse_ts(started), 3) if started else None
+
+
+def _hold_after(step: str) -> None:
+    """Fault injection for tests and tools/chaos: pause at a step boundary to be killed there."""
+    if os.environ.get("CQDEPLOY_FAULT_HOLD_AFTER") == step:
+        time.sleep(float(os.environ.get("CQDEPLOY_FAULT_HOLD_S", "30")))
 
 
 def _parse_ts(ts: str) -> float:

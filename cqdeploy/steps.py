@@ -74,7 +74,7 @@ def _rev(ctx: JobContext) -> str:
 def fetch(ctx: JobContext) -> RemoteCommand:
     cache, repo, export = q(ctx.provider.cache_dir), q(ctx.desired.repo), q(ctx.export_dir)
     rev = _rev(ctx)
-    not_found = q(f"commit {ctx.requested} is not pushed to the remote {ctx.desired.repo}")
+    not_found = q(f"commit {ctx.requested} is not pushed to the remote")
     return RemoteCommand(
         "set -euo pipefail\n"
         f"if [ ! -d {cache} ]; then mkdir -p {q(_parent(ctx.provider.cache_dir))}"
@@ -128,9 +128,7 @@ def import_image(ctx: JobContext) -> RemoteCommand:
 def apply(ctx: JobContext) -> RemoteCommand:
     spec = ctx.desired.spec
     return RemoteCommand(
-        "set -euo pipefail\n"
-        f"cd {q(ctx.provider.deploy_dir)}\n"
-        f"kubectl apply -f {q(spec.k8s_manifest)}\n"
+        f"set -euo pipefail\ncd {q(ctx.provider.deploy_dir)}\nkubectl apply -f {q(spec.k8s_manifest)}\n"
     )
 
 
@@ -164,12 +162,8 @@ def restart(ctx: JobContext) -> RemoteCommand:
     spec, ns = ctx.desired.spec, q(ctx.provider.namespace)
     targets = [q(f"deployment/{name}") for name in spec.restart]
     wait = max(30, int(ctx.timeout_s))
-    status = "".join(
-        f"kubectl -n {ns} rollout status {t} --timeout={wait}s\n" for t in targets
-    )
-    return RemoteCommand(
-        f"set -euo pipefail\nkubectl -n {ns} rollout restart {' '.join(targets)}\n{status}"
-    )
+    status = "".join(f"kubectl -n {ns} rollout status {t} --timeout={wait}s\n" for t in targets)
+    return RemoteCommand(f"set -euo pipefail\nkubectl -n {ns} rollout restart {' '.join(targets)}\n{status}")
 
 
 def _parent(path: str) -> str:

@@ -1,10 +1,10 @@
 """Errors raised by the journal.
 
-    JournalError
-    ├── AppendConflict   another writer appended first: the expected seq was stale
-    ├── CorruptJournal   stored events fail verification (hash chain, mirror mismatch)
-    ├── UnknownStream    no event was ever appended to that stream
-    └── StorageError     SQLite or the filesystem refused the operation
+JournalError
+├── AppendConflict   another writer appended first: the expected seq was stale
+├── CorruptJournal   stored events fail verification (hash chain, mirror mismatch)
+├── UnknownStream    no event was ever appended to that stream
+└── StorageError     SQLite or the filesystem refused the operation
 """
 
 from __future__ import annotations

@@ -107,15 +107,11 @@ class Journal:
 
     # -- writing -------------------------------------------------------------
 
-    def append(
-        self, stream: str, expected_seq: int, type: str, data: dict[str, Any] | None = None
-    ) -> Event:
+    def append(self, stream: str, expected_seq: int, type: str, data: dict[str, Any] | None = None) -> Event:
         """Append one event after `expected_seq` (0 for a new stream)."""
         return self.append_batch(stream, expected_seq, [(type, data or {})])[-1]
 
-    def append_batch(
-        self, stream: str, expected_seq: int, items: Iterable[tuple[str, dict[str, Any]]]
-    ) -> list[Event]:
+    def append_batch(self, stream: str, expected_seq: int, items: Iterable[tuple[str, dict[str, Any]]]) -> list[Event]:
         """Append several events in one transaction; all or nothing."""
         check_stream_id(stream)
         items = list(items)
@@ -172,8 +168,7 @@ class Journal:
 
         try:
             cursor = self.db.execute(
-                "SELECT seq, ts, type, data, prev, hash FROM events "
-                "WHERE stream = ? AND seq >= ? ORDER BY seq",
+                "SELECT seq, ts, type, data, prev, hash FROM events WHERE stream = ? AND seq >= ? ORDER BY seq",
                 [stream, from_seq],
             )
             loads = json.loads
@@ -217,8 +212,7 @@ class Journal:
             raise UnknownStream(f"no event {stream}#{seq} to snapshot")
         with self.db.atomic():
             self.db["snapshots"].upsert(
-                {"stream": stream, "name": name, "seq": seq, "hash": event.hash,
-                 "data": canonical(data)},
+                {"stream": stream, "name": name, "seq": seq, "hash": event.hash, "data": canonical(data)},
                 pk=("stream", "name"),
             )
 

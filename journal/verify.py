@@ -96,7 +96,11 @@ def _verify_mirror(path: str, events: list[Event]) -> list[Problem]:
     if len(lines) < len(events):
         first_missing = events[len(lines)]
         problems.append(
-            Problem(path, len(lines) + 1, first_missing.seq,
-                    f"mirror ends early: {len(events) - len(lines)} event(s) missing")
+            Problem(
+                path,
+                len(lines) + 1,
+                first_missing.seq,
+                f"mirror ends early: {len(events) - len(lines)} event(s) missing",
+            )
         )
     return problems

@@ -7,6 +7,7 @@ in `shims.py` over the state kept by `cluster.py`, and backend-core by `backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SandboxError
+from ..process import spawn_detached
 from ..workspace import Workspace, write_private
 from .cluster import Cluster, pid_alive, stop_pid
 
@@ -57,7 +59,7 @@ class Sandbox:
                 "#!/bin/sh\n# SIMULATED by the cqdeploy sandbox\n"
                 f"PYTHONPATH={shlex.quote(str(pkg_parent))}${{PYTHONPATH:+:$PYTHONPATH}} "
                 f"exec {shlex.quote(sys.executable)} -m cqdeploy.sandbox.shims "
-                f"{shlex.quote(str(self.target))} {tool} \"$@\"\n"
+                f'{shlex.quote(str(self.target))} {tool} "$@"\n'
             )
             shim.chmod(0o700)
         shutil.rmtree(self.work, ignore_errors=True)
@@ -78,28 +80,38 @@ class Sandbox:
             )
         port = self.backend()[0]
         t = self.target
-        write_private(config, "\n".join([
-            MARKER,
-            "[providers.D601]",
-            'transport = "local"',
-            f"deploy_dir = {_toml(str(t / 'home/ubuntu/cq-deploy'))}",
-            f"cache_dir = {_toml(str(t / 'home/ubuntu/.cache/cqdeploy/code-queue.git'))}",
-            f"tmp_dir = {_toml(str(t / 'tmp'))}",
-            f"path_prepend = [{_toml(str(t / 'bin'))}]",
-            f'backend_url = "http://127.0.0.1:{port}"',
-            f"build_proxy = {_toml(SECRET_PROXY)}",
-            "",
-        ]))
+        write_private(
+            config,
+            "\n".join(
+                [
+                    MARKER,
+                    "[providers.D601]",
+                    'transport = "local"',
+                    f"deploy_dir = {_toml(str(t / 'home/ubuntu/cq-deploy'))}",
+                    f"cache_dir = {_toml(str(t / 'home/ubuntu/.cache/cqdeploy/code-queue.git'))}",
+                    f"tmp_dir = {_toml(str(t / 'tmp'))}",
+                    f"path_prepend = [{_toml(str(t / 'bin'))}]",
+                    f'backend_url = "http://127.0.0.1:{port}"',
+                    f"build_proxy = {_toml(SECRET_PROXY)}",
+                    "",
+                ]
+            ),
+        )
         manifest = self.ws.manifest_path
         if not manifest.exists() or MARKER in manifest.read_text():
-            write_private(manifest, "\n".join([
-                MARKER,
-                "[services.code-queue]",
-                f"repo = {_toml(str(self.remote))}",
-                'branch = "main"',
-                'provider = "D601"',
-                "",
-            ]))
+            write_private(
+                manifest,
+                "\n".join(
+                    [
+                        MARKER,
+                        "[services.code-queue]",
+                        f"repo = {_toml(str(self.remote))}",
+                        'branch = "main"',
+                        'provider = "D601"',
+                        "",
+                    ]
+                ),
+            )
 
     def up(self) -> int:
         """Create if needed, start backend-core, write the config; returns the backend port."""
@@ -121,19 +133,14 @@ class Sandbox:
         if port:
             return port
         previous = 0
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):
             previous = int(self.backend_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
         self.backend_file.unlink(missing_ok=True)
-        log = open(self.root / "backend.log", "ab")  # noqa: SIM115 - handed to the child
-        with log:
-            subprocess.Popen(
-                [sys.executable, "-m", "cqdeploy.sandbox.backend", str(self.target),
-                 str(self.backend_file), str(previous)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-            )
+        spawn_detached(
+            [sys.executable, "-m", "cqdeploy.sandbox.backend", str(self.target), str(self.backend_file), str(previous)],
+            log_path=str(self.root / "backend.log"),
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
         end = time.monotonic() + 10
         while time.monotonic() < end:
             port, _ = self.backend()
@@ -162,8 +169,9 @@ class Sandbox:
 
     # -- the remote -------------------------------------------------------------
 
-    def commit(self, message: str, files: dict[str, str] | None = None, *, push: bool = True,
-               branch: str = "main") -> str:
+    def commit(
+        self, message: str, files: dict[str, str] | None = None, *, push: bool = True, branch: str = "main"
+    ) -> str:
         """Commit changes to the sample app (and push them); returns the new commit id."""
         for rel, text in (files or {}).items():
             path = self.work / rel
@@ -205,8 +213,11 @@ class Sandbox:
             "remoteHead": self.head() if self.exists() else None,
             "backend": {"port": port, "pid": pid} if pid else None,
             "deployments": {
-                key: {"image": d.get("image"), "commit": d.get("env", {}).get("CODE_QUEUE_DEPLOY_COMMIT"),
-                      "pods": [p["name"] for p in d.get("pods", []) if pid_alive(p["pid"])]}
+                key: {
+                    "image": d.get("image"),
+                    "commit": d.get("env", {}).get("CODE_QUEUE_DEPLOY_COMMIT"),
+                    "pods": [p["name"] for p in d.get("pods", []) if pid_alive(p["pid"])],
+                }
                 for key, d in state["deployments"].items()
             },
             "faults": self.cluster.faults(),

@@ -91,7 +91,7 @@ class Cluster:
             return
         pod = self.start_pod(key, dep, image["dir"])
         old = dep.get("pods", [])
-        dep["pods"] = old + [pod]
+        dep["pods"] = [*old, pod]
         if not self.faults().get("old_pod_answers"):
             for p in old:
                 stop_pid(p["pid"])
@@ -112,8 +112,14 @@ class Cluster:
         command = [sys.executable if c in ("python", "python3") else c for c in dep["command"]]
         with open(pods_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                command, cwd=image_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, start_new_session=True, close_fds=True,
+                command,
+                cwd=image_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
             )
         end = time.monotonic() + READY_WITHIN_S
         while not port_file.exists():
@@ -121,8 +127,13 @@ class Cluster:
                 stop_pid(proc.pid)
                 raise SystemExit(f"pod {name} did not become ready (see {pods_dir / (name + '.log')})")
             time.sleep(0.01)
-        return {"name": name, "pid": proc.pid, "port": int(port_file.read_text()),
-                "image": dep["image"], "started": time.time()}
+        return {
+            "name": name,
+            "pid": proc.pid,
+            "port": int(port_file.read_text()),
+            "image": dep["image"],
+            "started": time.time(),
+        }
 
     def answering_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The pod the Service routes to: the newest, or the oldest when the fault keeps it."""
@@ -137,7 +148,7 @@ class Cluster:
     def stop_all(self) -> list[str]:
         stopped = []
         with self.locked() as state:
-            for key, dep in state["deployments"].items():
+            for dep in state["deployments"].values():
                 for p in dep.get("pods", []):
                     if stop_pid(p["pid"]):
                         stopped.append(f"pod {p['name']} (pid {p['pid']})")

@@ -30,6 +30,7 @@ def die(message: str, code: int = 1) -> None:
 
 # -- docker -------------------------------------------------------------------
 
+
 def docker(cluster: Cluster, args: list[str]) -> None:
     if not args:
         die("usage: docker build|save|exec|images")
@@ -70,20 +71,15 @@ def docker_build(cluster: Cluster, args: list[str]) -> None:
     ctx = Path(context).resolve()
     if not (ctx / "Dockerfile").exists():
         die(f"failed to solve: failed to read dockerfile: open {ctx}/Dockerfile: no such file")
-    proxy_seen = bool(os.environ.get("HTTPS_PROXY")) and all(
-        b in os.environ for b in build_args
-    )
+    proxy_seen = bool(os.environ.get("HTTPS_PROXY")) and all(b in os.environ for b in build_args)
     print(f"#1 [internal] load build definition from Dockerfile (network={network})")
     print(f"#2 build args: {', '.join(sorted(build_args)) or 'none'}; proxy in build env: {proxy_seen}")
     if cluster.faults().get("build_fail"):
         print("#3 RUN pip install -r requirements.txt")
-        print("#3 ERROR: process \"/bin/sh -c pip install -r requirements.txt\" did not complete successfully: exit code: 1")
+        print('#3 ERROR: process "/bin/sh -c pip install -r requirements.txt" did not complete')
         die("ERROR: failed to solve: sandbox fault build_fail is on", 1)
     digest = hashlib.sha256()
-    files = sorted(
-        p for p in ctx.rglob("*")
-        if p.is_file() and not (set(p.relative_to(ctx).parts) & SKIP)
-    )
+    files = sorted(p for p in ctx.rglob("*") if p.is_file() and not (set(p.relative_to(ctx).parts) & SKIP))
     for p in files:
         digest.update(str(p.relative_to(ctx)).encode() + b"\0" + p.read_bytes())
     image_id = digest.hexdigest()
@@ -97,8 +93,13 @@ def docker_build(cluster: Cluster, args: list[str]) -> None:
             shutil.copy2(p, dest)
         os.replace(tmp, image_dir)
     with cluster.locked() as state:
-        state["images"][tag] = {"id": image_id, "dir": str(image_dir), "proxy_seen": proxy_seen,
-                                "network": network, "built": time.time()}
+        state["images"][tag] = {
+            "id": image_id,
+            "dir": str(image_dir),
+            "proxy_seen": proxy_seen,
+            "network": network,
+            "built": time.time(),
+        }
     print(f"#4 naming to docker.io/library/{tag} done\nsha256:{image_id}")
 
 
@@ -133,6 +134,7 @@ def docker_exec(cluster: Cluster, args: list[str]) -> None:
 
 # -- ctr ----------------------------------------------------------------------
 
+
 def ctr(cluster: Cluster, args: list[str]) -> None:
     if args[:2] != ["-n", "k8s.io"]:
         die("sandbox ctr: expected -n k8s.io")
@@ -164,6 +166,7 @@ def ctr(cluster: Cluster, args: list[str]) -> None:
 
 
 # -- kubectl ------------------------------------------------------------------
+
 
 def kubectl(cluster: Cluster, args: list[str]) -> None:
     namespace = "default"
@@ -222,8 +225,10 @@ def kubectl_apply(cluster: Cluster, args: list[str]) -> None:
                 dep = state["deployments"].setdefault(key, {"env": {}, "annotations": {}, "pods": []})
                 changed = any(dep.get(k) != v for k, v in template.items())
                 dep.update(template)
-                dep["env"] = {**template["manifest_env"], **{
-                    k: v for k, v in dep["env"].items() if k not in template["manifest_env"]}}
+                dep["env"] = {
+                    **template["manifest_env"],
+                    **{k: v for k, v in dep["env"].items() if k not in template["manifest_env"]},
+                }
                 if changed or not dep["pods"]:
                     cluster.roll(state, key)
                 print(f"deployment.apps/{meta['name']} {'configured' if changed else 'unchanged'}")
@@ -262,8 +267,7 @@ def kubectl_restart(cluster: Cluster, namespace: str, args: list[str]) -> None:
     with cluster.locked() as state:
         for ref in args:
             key, dep = _deployment(state, namespace, ref)
-            dep["annotations"]["kubectl.kubernetes.io/restartedAt"] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            dep["annotations"]["kubectl.kubernetes.io/restartedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             cluster.roll(state, key)
             print(f"{ref} restarted")
 
@@ -279,7 +283,7 @@ def kubectl_status(cluster: Cluster, namespace: str, args: list[str]) -> None:
     end = time.monotonic() + timeout
     for ref in refs:
         while True:
-            key, dep = _deployment(cluster.read(), namespace, ref)
+            _, dep = _deployment(cluster.read(), namespace, ref)
             if dep.get("ready_generation") == dep.get("generation"):
                 print(f'deployment "{ref.split("/", 1)[1]}" successfully rolled out')
                 break
@@ -294,8 +298,15 @@ def kubectl_get(cluster: Cluster, namespace: str, args: list[str]) -> None:
     state = cluster.read()
     if args and args[0].startswith("deployment/"):
         _, dep = _deployment(state, namespace, args[0])
-        print(json.dumps({"metadata": {"annotations": dep["annotations"]},
-                          "spec": {"image": dep["image"], "env": dep["env"]}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "metadata": {"annotations": dep["annotations"]},
+                    "spec": {"image": dep["image"], "env": dep["env"]},
+                },
+                indent=1,
+            )
+        )
     else:
         for key in sorted(state["deployments"]):
             if key.startswith(namespace + "/"):
