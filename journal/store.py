@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     data TEXT NOT NULL,
     PRIMARY KEY (stream, name)
 );
+CREATE TABLE IF NOT EXISTS mirror (
+    stream TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -122,6 +126,8 @@ class Journal:
                 self.db.execute("BEGIN IMMEDIATE")
                 try:
                     last_seq, prev = self._last(stream)
+                    row = self.db.execute("SELECT bytes FROM mirror WHERE stream = ?", [stream]).fetchone()
+                    mirrored_bytes = row[0] if row else 0
                     if last_seq != expected_seq:
                         raise AppendConflict(stream, expected_seq, last_seq)
                     ts = format_ts(self.clock())
@@ -131,6 +137,12 @@ class Journal:
                         h = digest(stream, seq, ts, type, data, prev)
                         events.append(Event(stream, seq, ts, type, data, prev, h))
                         prev = h
+                    added = sum(len(e.line().encode()) + 1 for e in events)
+                    self.db.execute(
+                        "INSERT INTO mirror (stream, bytes) VALUES (?, ?) "
+                        "ON CONFLICT(stream) DO UPDATE SET bytes = bytes + excluded.bytes",
+                        [stream, added],
+                    )
                     self.db["events"].insert_all(
                         (
                             {
@@ -154,7 +166,10 @@ class Journal:
                 raise AppendConflict(stream, expected_seq, self.last_seq(stream)) from e
             except sqlite3.Error as e:
                 raise StorageError(f"append to {stream} failed: {e}") from e
-            self._write_mirror(stream, mirror, events)
+            if os.fstat(mirror.fileno()).st_size == mirrored_bytes:
+                _append_lines(mirror, events)  # the usual case: the mirror is exactly in step
+            else:
+                self._write_mirror(stream, mirror, events)
         return events
 
     # -- reading -------------------------------------------------------------
@@ -233,9 +248,14 @@ class Journal:
         return self.mirror_dir / f"{stream}.jsonl"
 
     def repair_mirror(self, stream: str | None = None) -> list[str]:
-        """Copy events the mirror lacks from SQLite; returns the streams repaired."""
+        """Copy events the mirror lacks from SQLite; returns the streams repaired.
+
+        SQLite records, in each append's transaction, how long the mirror must be; only a
+        stream whose file size differs is opened, so a clean open costs one stat per stream.
+        """
         repaired = []
-        targets = [stream] if stream else [s.stream for s in self.streams()]
+        rows = self.db.execute("SELECT stream, bytes FROM mirror").fetchall()
+        targets = [stream] if stream else [s for s, size in rows if _size(self.mirror_path(s)) != size]
         for name in targets:
             with self._locked_mirror(name) as mirror:
                 if self._write_mirror(name, mirror, []):
@@ -271,10 +291,7 @@ class Journal:
             os.ftruncate(f.fileno(), partial_at)
         first_new = new[0].seq if new else self.last_seq(stream) + 1
         missing = [e for e in self.iter(stream, mirrored + 1) if e.seq < first_new]
-        lines = missing + new
-        if lines:
-            with jsonlines.Writer(_TextAppender(f), dumps=canonical, flush=True) as writer:
-                writer.write_all(e.as_dict() for e in lines)
+        _append_lines(f, missing + new)
         return bool(missing) or partial_at is not None
 
     def close(self) -> None:
@@ -285,6 +302,12 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _append_lines(f: Any, events: list[Event]) -> None:
+    if events:
+        with jsonlines.Writer(_TextAppender(f), dumps=canonical, flush=True) as writer:
+            writer.write_all(e.as_dict() for e in events)
 
 
 class _TextAppender:
@@ -331,6 +354,13 @@ def _mirror_tail(f: Any) -> tuple[int | None, int | None]:
         return int(json.loads(line)["seq"]), partial_at
     except (ValueError, KeyError, TypeError):
         return None, partial_at
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def check_stream_id(stream: str) -> None:

@@ -1,0 +1,60 @@
+"""From invoking `cqdeploy codex deploy` to its JSON on stdout, beside a bare interpreter start.
+
+Goal: the median of 20 at most 150 ms above `python -c pass` measured in the same run.
+Each job is waited for (untimed) before the next, so runners do not compete with the timing.
+Run: python tools/bench_cli.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import PY, median_ms, table, time_command
+
+RUNS = 20
+
+
+def main() -> None:
+    from cqdeploy.jobs import load_view
+    from cqdeploy.sandbox import Sandbox
+    from cqdeploy.workspace import Workspace
+
+    home = Path(tempfile.mkdtemp(prefix="cqbench-")) / "ws"
+    os.environ["CQDEPLOY_HOME"] = str(home)
+    ws = Workspace(home).ensure()
+    box = Sandbox(ws)
+    box.up()
+    head = box.head()
+    bare, deploy, status = [], [], []
+    try:
+        for _ in range(RUNS):
+            bare.append(time_command([PY, "-c", "pass"])[0])
+            elapsed, out = time_command([PY, "-m", "cqdeploy", "codex", "deploy", head])
+            deploy.append(elapsed)
+            job = json.loads(out)["jobId"]
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                with ws.journal() as j:
+                    if load_view(j, job, save_snapshot=False).state.terminal:
+                        break
+                time.sleep(0.05)
+            status.append(time_command([PY, "-m", "cqdeploy", "job", "status", job, "--json"])[0])
+    finally:
+        box.down()
+    b, d, s = median_ms(bare), median_ms(deploy), median_ms(status)
+    table(
+        f"codex deploy to JSON, median of {RUNS} (same run)",
+        ["command", "median ms", "above bare python ms"],
+        [["python -c pass", b, 0.0], ["cqdeploy codex deploy", d, d - b], ["cqdeploy job status --json", s, s - b]],
+    )
+    print(f"\n  goal: codex deploy <= bare + 150 ms -> {'met' if d - b <= 150 else 'NOT met'} ({d - b:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
