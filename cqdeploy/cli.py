@@ -14,6 +14,7 @@ from .workspace import Workspace
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+RUNNER_START_S = 10.0
 
 
 class Failure(click.ClickException):
@@ -196,12 +197,8 @@ def job_status(job_id: str, tail_bytes: int, as_json: bool, follow: bool) -> Non
             code = _follow(journal, job_id, as_json)
             view = _view(journal, job_id)
             if not as_json:
-                click.echo(
-                    status_text(
-                        _status_dict(view, tail_bytes or 2000, ws.home),
-                        _status_dict(view, tail_bytes or 2000, ws.home)["logTail"] if code else None,
-                    )
-                )
+                out = _status_dict(view, tail_bytes or 2000, ws.home)
+                click.echo(status_text(out, out["logTail"] if code else None))
             sys.exit(code)
         out = _status_dict(_view(journal, job_id), tail_bytes, ws.home)
     if as_json:
@@ -219,6 +216,7 @@ def _follow(journal: Any, job_id: str, as_json: bool, limit_s: float | None = No
     shown: dict[str, str] = {}
     deadline = time.monotonic() + (limit_s or (view.data["timeoutMs"] or 900_000) / 1000 + 60)
     gone_since: float | None = None
+    started = time.monotonic()
     while True:
         view = _view(journal, job_id)
         for s in view.data["steps"]:
@@ -243,10 +241,11 @@ def _follow(journal: Any, job_id: str, as_json: bool, limit_s: float | None = No
             if as_json:
                 click.echo(json.dumps({"jobId": job_id, "state": state, "error": view.data["error"]}))
             return 0 if state == "succeeded" else 1
-        alive = runner_alive(view) if view.data["runner"] else True
+        # before its first event the runner has a few seconds to journal that it started
+        alive = runner_alive(view) if view.data["runner"] else time.monotonic() - started < RUNNER_START_S
         gone_since = None if alive else (gone_since or time.monotonic())
         if gone_since and time.monotonic() - gone_since > 2:
-            click.echo(f"runner lost; continue with `cqdeploy job resume {job_id}`", err=True)
+            click.echo(f"runner lost or never started; continue with `cqdeploy job resume {job_id}`", err=True)
             return 1
         if time.monotonic() > deadline:
             click.echo("gave up following: the job outlived its deadline", err=True)

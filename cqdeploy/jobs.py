@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import JournalProblem, UnknownJob
 from .projection import JobView
+from .render import age
 
 if TYPE_CHECKING:
     from journal import Journal
@@ -101,6 +102,7 @@ def _summary(view: JobView) -> dict[str, Any]:
         "currentStep": view.machine.current_step,
         "createdAt": d["createdAt"],
         "endedAt": d["endedAt"],
+        "age": age(d["createdAt"]),
     }
 
 

@@ -17,15 +17,17 @@ def spawn_detached(argv: list[str], *, log_path: str, env: dict[str, str]) -> No
     try:
         setsid = shutil.which("setsid")
         if setsid:
-            subprocess.run(
+            done = subprocess.run(
                 [setsid, "--fork", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=fd,
                 env=env,
-                check=True,
+                check=False,
                 close_fds=True,
             )
+            if done.returncode != 0:
+                raise OSError(f"setsid --fork exited {done.returncode}")
         else:  # pragma: no cover - util-linux is installed wherever cqdeploy runs
             child = subprocess.Popen(
                 argv,

@@ -7,6 +7,7 @@ import shlex
 from typing import Any
 
 from .config import load_config, pick_provider
+from .errors import CqdeployError
 from .jobs import create_job, spawn_runner
 from .manifest import Manifest
 from .workspace import Workspace
@@ -34,7 +35,11 @@ def reconcile(
         for desired in wanted:
             job_id = create_job(journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms)
             if spawn:
-                spawn_runner(ws, job_id)
+                try:
+                    spawn_runner(ws, job_id)
+                except OSError as e:
+                    journal.append(job_id, 1, "job.failed", {"step": None, "error": f"runner could not start: {e}"})
+                    raise CqdeployError(f"job {job_id}: runner could not start: {e}") from e
             started.append(job_summary(ws, job_id, desired.service, desired.provider, desired.requested))
     return started
 
