@@ -96,14 +96,26 @@ def deploy() -> None:
     """The formal entry: reconcile services against the desired manifest."""
 
 
-@deploy.command("apply")
-@click.option("--service", "services", multiple=True, required=True, help="Service to deploy (repeatable).")
-@click.option(
+MANIFEST_OPTION = click.option(
     "--manifest",
     "manifest_path",
     type=click.Path(dir_okay=False),
     help="Desired manifest (default: $CQDEPLOY_HOME/manifest.toml).",
 )
+
+
+def _manifest(ws: Workspace, manifest_path: str | None) -> Any:
+    from pathlib import Path
+
+    from .manifest import load_manifest
+
+    return load_manifest(Path(manifest_path) if manifest_path else ws.manifest_path)
+
+
+@deploy.command("apply")
+@click.option("--service", "services", multiple=True, help="Service to reconcile (repeatable; default: all).")
+@MANIFEST_OPTION
+@click.option("--force", is_flag=True, help="Deploy even a service whose live commit already matches.")
 @click.option(
     "--timeout-ms",
     type=click.IntRange(min=1000),
@@ -111,17 +123,68 @@ def deploy() -> None:
     show_default=True,
     help="Deadline for each background job.",
 )
-def deploy_apply(services: tuple[str, ...], manifest_path: str | None, timeout_ms: int) -> None:
-    """Start a job for each --service as the desired manifest says; prints the job at once."""
-    from pathlib import Path
+def deploy_apply(services: tuple[str, ...], manifest_path: str | None, force: bool, timeout_ms: int) -> None:
+    """Start a job for each service that drifted from the desired manifest; prints at once.
 
-    from .manifest import load_manifest
+    A service already live at its desired commit gets no job (`"jobId": null`) unless --force.
+    """
     from .reconcile import reconcile
 
     ws = workspace()
-    manifest = load_manifest(Path(manifest_path) if manifest_path else ws.manifest_path)
-    jobs = reconcile(ws, manifest, list(services), entry="apply", timeout_ms=timeout_ms)
+    manifest = _manifest(ws, manifest_path)
+    names = list(services) or sorted(manifest.services)
+    jobs = reconcile(ws, manifest, names, entry="apply", timeout_ms=timeout_ms, force=force)
     emit(jobs[0] if len(jobs) == 1 else jobs)
+
+
+@deploy.command("plan")
+@click.option("--service", "services", multiple=True, help="Service to compare (repeatable; default: all).")
+@MANIFEST_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def deploy_plan(services: tuple[str, ...], manifest_path: str | None, as_json: bool) -> None:
+    """Compare desired with live; exit 0 in sync, 1 when something drifted, 2 on error."""
+    from .reconcile import plans
+
+    try:
+        ws = workspace()
+        manifest = _manifest(ws, manifest_path)
+        result = plans(ws, manifest, list(services) or sorted(manifest.services))
+    except CqdeployError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if as_json:
+        emit([p.as_dict() for p in result])
+    else:
+        for p in result:
+            live = p.live_commit[:12] if p.live_commit else "not deployed"
+            want = (p.desired_commit or "?")[:12]
+            verdict = "in sync" if p.in_sync else "drifted: a deploy would build and roll out " + want
+            click.echo(f"{p.service:<12} {p.provider:<6} desired {p.requested} ({want})  live {live}  {verdict}")
+    sys.exit(0 if all(p.in_sync for p in result) else 1)
+
+
+@deploy.command("rollback")
+@click.option("--service", required=True, help="Service to roll back.")
+@click.option("--to", "to", help="A succeeded job id or commit of that service (default: the previous one).")
+@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True)
+def deploy_rollback(service: str, to: str | None, timeout_ms: int) -> None:
+    """Redeploy the previous commit whose deploy succeeded, as a job marked as a rollback."""
+    from .history import rollback_target
+    from .jobs import all_views
+    from .manifest import load_manifest, one_service
+    from .reconcile import reconcile
+
+    ws = workspace()
+    with ws.journal() as j:
+        target, undone = rollback_target(all_views(j), service, to)
+    d = target.data
+    base = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else None
+    manifest = one_service(base, service, d["resolvedCommit"], d["providerId"], d["repo"])
+    out = reconcile(
+        ws, manifest, [service], entry="rollback", timeout_ms=timeout_ms, rollback_of=undone.job_id if undone else None
+    )[0]
+    out.update(rollbackOf=undone.job_id if undone else None, rollbackTo=target.job_id)
+    emit(out)
 
 
 # -- jobs ------------------------------------------------------------------------
@@ -269,6 +332,46 @@ def job_list(as_json: bool, limit: int) -> None:
         click.echo(jobs_table(rows))
 
 
+@job.command("history")
+@click.option("--service", help="Only this service.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def job_history(service: str | None, as_json: bool, limit: int) -> None:
+    """Past deploys, newest first: job, commit, who, entry point, started, duration, result."""
+    from .history import history_row
+    from .jobs import all_views
+    from .render import history_table
+
+    with workspace().journal() as j:
+        rows = [history_row(v) for v in all_views(j) if service is None or v.data["service"] == service][:limit]
+    if as_json:
+        emit(rows)
+    else:
+        click.echo(history_table(rows))
+
+
+@job.command("replay")
+@click.argument("job_id")
+def job_replay(job_id: str) -> None:
+    """JOB_ID's full event timeline with per-step durations, from the journal alone."""
+    from .render import replay_text
+
+    with workspace().journal() as j:
+        view = _view(j, job_id)
+        events = j.read(job_id)
+    click.echo(replay_text(view.as_dict(), [(e.seq, e.ts, e.type, e.data) for e in events]))
+
+
+@job.command("export")
+@click.argument("job_id")
+def job_export(job_id: str) -> None:
+    """Print JOB_ID's events as JSONL, byte for byte the mirror's lines."""
+    with workspace().journal() as j:
+        _view(j, job_id)
+        for e in j.iter(job_id):
+            click.echo(e.line())
+
+
 @job.command("resume")
 @click.argument("job_id")
 def job_resume(job_id: str) -> None:
@@ -318,6 +421,44 @@ def journal_verify(job_id: str | None) -> None:
     if problems:
         raise JournalProblem(f"{len(problems)} problem(s) in the journal")
     click.echo(f"ok: {streams} job(s) verified; hash chains intact, SQLite and JSONL identical")
+
+
+@journal.command("rebuild")
+def journal_rebuild() -> None:
+    """Restore journal.db from the JSONL mirror (after the database was lost); then verify."""
+    from journal import JournalError, rebuild, verify
+
+    ws = workspace()
+    try:
+        count = rebuild(ws.home)
+    except JournalError as e:
+        raise JournalProblem(str(e)) from e
+    with ws.journal() as j:
+        problems = verify(j)
+    if problems:
+        raise JournalProblem(f"rebuilt journal does not verify: {problems[0]}")
+    click.echo(f"rebuilt {ws.home / 'journal.db'}: {count} events; verified")
+
+
+@journal.command("prune")
+@click.option("--keep", type=click.IntRange(min=0), required=True, help="Keep the newest N jobs.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def journal_prune(keep: int, dry_run: bool) -> None:
+    """Remove old jobs; never a running job and never a service's last succeeded one."""
+    from journal import delete_streams
+
+    from .history import prunable
+    from .jobs import all_views, who
+
+    with workspace().journal() as j:
+        doomed = prunable(all_views(j), keep)
+        if not dry_run and doomed:
+            audit = "journal-audit"
+            j.append(audit, j.last_seq(audit), "journal.pruned", {"jobs": doomed, "keep": keep, "by": who()})
+            delete_streams(j, doomed)
+    for job_id in doomed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {job_id}")
+    click.echo(f"{len(doomed)} job(s) {'to remove' if dry_run else 'removed'}")
 
 
 # -- microservices ---------------------------------------------------------------

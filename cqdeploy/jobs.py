@@ -46,6 +46,7 @@ def create_job(
     *,
     entry: str,
     timeout_ms: int,
+    rollback_of: str | None = None,
 ) -> str:
     job_id = new_job_id()
     data: dict[str, Any] = {
@@ -60,6 +61,8 @@ def create_job(
         "who": {**who(), "workspace": str(ws.home)},
         "manifest": manifest.as_data(),
     }
+    if rollback_of:
+        data["rollback_of"] = rollback_of
     journal.append(job_id, 0, "job.created", data)
     return job_id
 
@@ -84,10 +87,21 @@ def load_view(journal: Journal, job_id: str, *, save_snapshot: bool = True) -> J
     return view
 
 
+JOB_PREFIX = "cq-"
+
+
+def job_ids(journal: Journal) -> list[str]:
+    """Every job, newest first (other streams, such as the journal's own audit, are skipped)."""
+    return [s.stream for s in reversed(journal.streams()) if s.stream.startswith(JOB_PREFIX)]
+
+
+def all_views(journal: Journal, limit: int | None = None) -> list[JobView]:
+    return [load_view(journal, job_id) for job_id in job_ids(journal)[:limit]]
+
+
 def list_jobs(journal: Journal, limit: int = 20) -> list[dict[str, Any]]:
     """Newest first: jobId, service, commit, state, createdAt."""
-    infos = journal.streams()[::-1][:limit]
-    return [_summary(load_view(journal, info.stream)) for info in infos]
+    return [_summary(view) for view in all_views(journal, limit)]
 
 
 def _summary(view: JobView) -> dict[str, Any]:

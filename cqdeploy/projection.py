@@ -48,6 +48,7 @@ class JobView:
             "failedStep": None,
             "logTail": None,
             "mismatch": None,
+            "rollbackOf": None,
         }
 
     @property
@@ -86,6 +87,7 @@ class JobView:
                 who=data.get("who"),
                 manifestDigest=(data.get("manifest") or {}).get("digest"),
                 createdAt=ts,
+                rollbackOf=data.get("rollback_of"),
             )
         elif type in ("runner.started", "job.resumed"):
             d["runner"] = {"pid": data.get("pid"), "host": data.get("host"), "since": ts}

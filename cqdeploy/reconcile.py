@@ -1,4 +1,8 @@
-"""The reconciler both entry points call: desired manifest in, one job per service out."""
+"""The reconciler every entry point calls: desired manifest in, one job per drifted service out.
+
+`deploy apply` deploys only what drifted unless forced; `codex deploy` and `deploy rollback`
+are explicit requests for one commit and always force.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,21 @@ DEFAULT_TIMEOUT_MS = 900_000
 TAIL_BYTES = 30_000
 
 
+def plans(ws: Workspace, manifest: Manifest, services: list[str]) -> list[Any]:
+    """Desired against live for each service, read from its provider."""
+    from .plan import plan
+    from .transport import open_transport
+
+    providers = load_config(ws.config_path)
+    out = []
+    for name in services:
+        desired = manifest.service(name)
+        provider = pick_provider(providers, desired.provider)
+        with open_transport(provider) as transport:
+            out.append(plan(transport, provider, desired))
+    return out
+
+
 def reconcile(
     ws: Workspace,
     manifest: Manifest,
@@ -23,25 +42,36 @@ def reconcile(
     *,
     entry: str,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    force: bool = True,
+    rollback_of: str | None = None,
     spawn: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start a job for each service; everything is validated before the first job is written."""
+    """Start a job for each service that needs one; all is validated before the first job is written."""
     providers = load_config(ws.config_path)
     wanted = [manifest.service(name) for name in services]
     for desired in wanted:
         pick_provider(providers, desired.provider)
-    started = []
+    in_sync = {}
+    if not force:
+        in_sync = {p.service: p for p in plans(ws, manifest, services) if p.in_sync}
+    results = []
     with ws.journal() as journal:
         for desired in wanted:
-            job_id = create_job(journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms)
+            if desired.service in in_sync:
+                p = in_sync[desired.service]
+                results.append({**p.as_dict(), "jobId": None})
+                continue
+            job_id = create_job(
+                journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms, rollback_of=rollback_of
+            )
             if spawn:
                 try:
                     spawn_runner(ws, job_id)
                 except OSError as e:
                     journal.append(job_id, 1, "job.failed", {"step": None, "error": f"runner could not start: {e}"})
                     raise CqdeployError(f"job {job_id}: runner could not start: {e}") from e
-            started.append(job_summary(ws, job_id, desired.service, desired.provider, desired.requested))
-    return started
+            results.append(job_summary(ws, job_id, desired.service, desired.provider, desired.requested))
+    return results
 
 
 def job_summary(ws: Workspace, job_id: str, service: str, provider: str, requested: str) -> dict[str, Any]:

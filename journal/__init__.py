@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .errors import AppendConflict, CorruptJournal, JournalError, StorageError, UnknownStream
 from .event import GENESIS, Event, canonical
-from .store import Journal, StreamInfo, format_ts
+from .store import Journal, StreamInfo, delete_streams, format_ts, rebuild
 from .verify import Problem, verify
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "StreamInfo",
     "UnknownStream",
     "canonical",
+    "delete_streams",
     "format_ts",
+    "rebuild",
     "verify",
 ]

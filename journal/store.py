@@ -27,6 +27,7 @@ from .event import GENESIS, Event, canonical, digest
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     stream TEXT NOT NULL,
@@ -83,12 +84,13 @@ class Journal:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 10_000,
         repair: bool = True,
+        _filename: str = "journal.db",
     ) -> None:
         if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.directory = Path(directory)
         self.mirror_dir = self.directory / "jobs"
-        self.path = self.directory / "journal.db"
+        self.path = self.directory / _filename
         self.clock = clock
         old_umask = os.umask(0o077)
         try:
@@ -100,14 +102,25 @@ class Journal:
             if self.db.journal_mode != "wal":
                 self.db.enable_wal()
             self.db.execute(f"PRAGMA synchronous={synchronous}")
-            if "events" not in self.db.table_names():
-                self.db.executescript(SCHEMA)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._migrate()
+            if repair:
+                self.repair_mirror()
         except sqlite3.Error as e:
             raise StorageError(f"cannot open journal {self.path}: {e}") from e
         finally:
             os.umask(old_umask)
-        if repair:
-            self.repair_mirror()
+
+    def _migrate(self) -> None:
+        """Bring an older (or new) database to SCHEMA_VERSION; every step is idempotent."""
+        self.db.executescript(SCHEMA)
+        with self.db.atomic():
+            known = {row[0] for row in self.db.execute("SELECT stream FROM mirror")}
+            for info in self.streams():
+                if info.stream not in known:
+                    size = sum(len(e.line().encode()) + 1 for e in self.iter(info.stream))
+                    self.db.execute("INSERT INTO mirror (stream, bytes) VALUES (?, ?)", [info.stream, size])
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- writing -------------------------------------------------------------
 
@@ -366,3 +379,103 @@ def _size(path: Path) -> int:
 def check_stream_id(stream: str) -> None:
     if not STREAM_ID.match(stream):
         raise ValueError(f"invalid stream id {stream!r}: use letters, digits, '.', '_' or '-'")
+
+
+def delete_streams(journal: Journal, streams: list[str]) -> int:
+    """Remove whole streams (SQLite rows, snapshots, mirror files); returns events removed.
+
+    The append-only triggers are lifted only inside this one transaction. Callers decide what
+    may go and journal the decision themselves.
+    """
+    if not streams:
+        return 0
+    marks = ",".join("?" for _ in streams)
+    try:
+        journal.db.execute("BEGIN IMMEDIATE")
+        try:
+            journal.db.execute("DROP TRIGGER events_no_delete")
+            removed = journal.db.execute(f"DELETE FROM events WHERE stream IN ({marks})", streams).rowcount
+            journal.db.execute(f"DELETE FROM snapshots WHERE stream IN ({marks})", streams)
+            journal.db.execute(f"DELETE FROM mirror WHERE stream IN ({marks})", streams)
+            journal.db.execute(
+                "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+                "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+            )
+            journal.db.execute("COMMIT")
+        except BaseException:
+            journal.db.conn.rollback()
+            raise
+    except sqlite3.Error as e:
+        raise StorageError(f"pruning failed: {e}") from e
+    for stream in streams:
+        journal.mirror_path(stream).unlink(missing_ok=True)
+    return removed
+
+
+def rebuild(directory: str | os.PathLike[str]) -> int:
+    """Recreate `journal.db` from the JSONL mirror, checking every hash; returns events restored.
+
+    Refuses to run over an existing database: move it aside first. A line that does not
+    verify stops the rebuild with its file and line, and nothing is left half-written.
+    """
+    from .errors import CorruptJournal
+    from .event import Event
+
+    base = Path(directory)
+    db_path = base / "journal.db"
+    if db_path.exists():
+        raise StorageError(f"{db_path} exists; move it aside before rebuilding from the mirror")
+    streams: list[list[Event]] = []
+    for path in sorted((base / "jobs").glob("*.jsonl")):
+        events: list[Event] = []
+        prev = GENESIS
+        with jsonlines.open(path) as reader:
+            try:
+                for number, obj in enumerate(reader, start=1):
+                    try:
+                        event = Event.from_dict(obj)
+                    except (KeyError, TypeError) as e:
+                        raise CorruptJournal(f"{path}:{number}: not an event ({e})") from e
+                    if event.stream != path.stem or event.seq != number or event.prev != prev:
+                        raise CorruptJournal(f"{path}:{number}: seq {event.seq}: out of order or chain broken")
+                    if event.hash != event.expected_hash():
+                        raise CorruptJournal(f"{path}:{number}: seq {event.seq}: hash does not match content")
+                    events.append(event)
+                    prev = event.hash
+            except jsonlines.InvalidLineError as e:
+                raise CorruptJournal(f"{path}:{e.lineno}: not valid JSON") from e
+        if events:
+            streams.append(events)
+    stamp = format_ts(utc_now()).replace(":", "")
+    for suffix in ("-wal", "-shm"):  # a lost database's WAL must never be replayed onto the new one
+        stale = base / f"journal.db{suffix}"
+        if stale.exists():
+            os.replace(stale, base / f"journal.db{suffix}.orphaned-{stamp}")
+    tmp = base / "journal.db.rebuild"
+    for leftover in base.glob("journal.db.rebuild*"):
+        leftover.unlink()
+    count = 0
+    with Journal(base, repair=False, _filename=tmp.name) as fresh:
+        fresh.db.execute("BEGIN IMMEDIATE")
+        for events in streams:
+            fresh.db["events"].insert_all(
+                {
+                    "stream": e.stream,
+                    "seq": e.seq,
+                    "ts": e.ts,
+                    "type": e.type,
+                    "data": canonical(e.data),
+                    "prev": e.prev,
+                    "hash": e.hash,
+                }
+                for e in events
+            )
+            size = sum(len(e.line().encode()) + 1 for e in events)
+            fresh.db.execute("INSERT INTO mirror (stream, bytes) VALUES (?, ?)", [events[0].stream, size])
+            count += len(events)
+        fresh.db.execute("COMMIT")
+        fresh.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for suffix in ("-wal", "-shm"):
+        (base / f"journal.db.rebuild{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, db_path)
+    return count
