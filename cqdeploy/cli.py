@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -57,6 +58,11 @@ def workspace() -> Workspace:
 # -- deploys ---------------------------------------------------------------------
 
 
+WAIT_OPTION = click.option(
+    "--wait", is_flag=True, help="If another job holds the deploy lock, wait for it (up to --timeout-ms)."
+)
+
+
 @cli.group(cls=Group)
 def codex() -> None:
     """The compatibility entry: deploy one Code Queue commit."""
@@ -73,7 +79,8 @@ def codex() -> None:
     help="Deadline for the whole background job.",
 )
 @click.option("--skip-build", is_flag=True, help="Refused: the target-side build is mandatory.")
-def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: bool) -> None:
+@WAIT_OPTION
+def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: bool, wait: bool) -> None:
     """Start a job deploying COMMIT_ID (7-40 hex, pushed to the remote); prints its id at once.
 
     Builds a temporary desired manifest holding only code-queue's repo and this commit and
@@ -88,7 +95,8 @@ def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: 
     ws = workspace()
     base = load_manifest(ws.manifest_path) if ws.manifest_path.exists() else None
     manifest = one_service(base, "code-queue", commit, provider_id, None)
-    emit(reconcile(ws, manifest, ["code-queue"], entry="codex", timeout_ms=timeout_ms)[0])
+    wait_s = timeout_ms / 1000 if wait else 0.0
+    emit(reconcile(ws, manifest, ["code-queue"], entry="codex", timeout_ms=timeout_ms, wait_s=wait_s)[0])
 
 
 @cli.group(cls=Group)
@@ -116,6 +124,7 @@ def _manifest(ws: Workspace, manifest_path: str | None) -> Any:
 @click.option("--service", "services", multiple=True, help="Service to reconcile (repeatable; default: all).")
 @MANIFEST_OPTION
 @click.option("--force", is_flag=True, help="Deploy even a service whose live commit already matches.")
+@WAIT_OPTION
 @click.option(
     "--timeout-ms",
     type=click.IntRange(min=1000),
@@ -123,7 +132,9 @@ def _manifest(ws: Workspace, manifest_path: str | None) -> Any:
     show_default=True,
     help="Deadline for each background job.",
 )
-def deploy_apply(services: tuple[str, ...], manifest_path: str | None, force: bool, timeout_ms: int) -> None:
+def deploy_apply(
+    services: tuple[str, ...], manifest_path: str | None, force: bool, wait: bool, timeout_ms: int
+) -> None:
     """Start a job for each service that drifted from the desired manifest; prints at once.
 
     A service already live at its desired commit gets no job (`"jobId": null`) unless --force.
@@ -133,7 +144,8 @@ def deploy_apply(services: tuple[str, ...], manifest_path: str | None, force: bo
     ws = workspace()
     manifest = _manifest(ws, manifest_path)
     names = list(services) or sorted(manifest.services)
-    jobs = reconcile(ws, manifest, names, entry="apply", timeout_ms=timeout_ms, force=force)
+    wait_s = timeout_ms / 1000 if wait else 0.0
+    jobs = reconcile(ws, manifest, names, entry="apply", timeout_ms=timeout_ms, force=force, wait_s=wait_s)
     emit(jobs[0] if len(jobs) == 1 else jobs)
 
 
@@ -202,18 +214,17 @@ def _view(journal: Any, job_id: str) -> Any:
 
 
 def _status_dict(view: Any, tail_bytes: int, journal_dir: Any) -> dict[str, Any]:
-    from .jobs import runner_alive
+    from .jobs import runner_state
 
     out = view.as_dict()
     tail = out.pop("logTail")
     out["logTail"] = tail[-tail_bytes:] if tail and tail_bytes > 0 else None
     if out["logTail"] and len(out["logTail"].encode()) > tail_bytes:
         out["logTail"] = out["logTail"].encode()[-tail_bytes:].decode("utf-8", "ignore")
-    if out["state"] not in TERMINAL and out["runner"] and not runner_alive(view):
-        out["runnerLost"] = (
-            f"runner pid {out['runner']['pid']} on {out['runner']['host']} is gone; "
-            f"run `cqdeploy job resume {view.job_id}`"
-        )
+    if out["state"] not in TERMINAL:
+        alive, why = runner_state(view)
+        if not alive:
+            out["runnerLost"] = f"{why}; run `cqdeploy job resume {view.job_id}`"
     if out["state"] not in TERMINAL and tail_bytes > 0 and out["currentStep"]:
         out["logTail"] = _live_tail(view, tail_bytes)
     return out
@@ -373,25 +384,108 @@ def job_export(job_id: str) -> None:
 
 
 @job.command("resume")
-@click.argument("job_id")
-def job_resume(job_id: str) -> None:
-    """Start a new runner for JOB_ID; it continues after the last completed step."""
-    from .jobs import runner_alive, spawn_runner
+@click.argument("job_id", required=False)
+@click.option("--stale", is_flag=True, help="Resume every job whose runner is lost.")
+def job_resume(job_id: str | None, stale: bool) -> None:
+    """Start a new runner for JOB_ID; it continues after the last completed step.
+
+    Refused for a finished job, for a job whose runner is alive, and while another job holds
+    the (provider, service) lock. The job keeps its own lock.
+    """
+    from .jobs import all_views, runner_state
+
+    if bool(job_id) == stale:
+        raise InvalidInput("give either a JOB_ID or --stale")
+    ws = workspace()
+    if job_id:
+        emit(_resume(ws, job_id))
+        return
+    with ws.journal() as j:
+        lost = [v.job_id for v in all_views(j) if not v.state.terminal and not runner_state(v)[0]]
+    results = []
+    for stale_id in lost:
+        try:
+            results.append(_resume(ws, stale_id))
+        except CqdeployError as e:
+            results.append({"jobId": stale_id, "error": str(e)})
+    emit(results)
+
+
+def _resume(ws: Workspace, job_id: str) -> dict[str, Any]:
+    from . import lock
+    from .jobs import holder_state, runner_state, spawn_runner
     from .reconcile import job_summary
 
-    ws = workspace()
     with ws.journal() as journal:
         view = _view(journal, job_id)
-    if view.state.terminal:
-        raise JobStateError(f"job {job_id} already ended {view.state.value}; nothing to resume")
-    if runner_alive(view):
-        runner = view.data["runner"]
-        raise JobStateError(f"job {job_id} still has a live runner (pid {runner['pid']})")
+        if view.state.terminal:
+            raise JobStateError(f"job {job_id} already ended {view.state.value}; nothing to resume")
+        alive, why = runner_state(view)
+        if alive and view.data["runner"]:
+            raise JobStateError(f"job {job_id} still has a live runner ({why})")
+        d = view.data
+        lock.acquire(journal, d["providerId"], d["service"], job_id, holder_state=holder_state(journal))
     spawn_runner(ws, job_id, resume=True)
-    d = view.data
     out = job_summary(ws, job_id, d["service"], d["providerId"], d["requestedCommit"])
     out["resumeFrom"] = view.machine.next_step
-    emit(out)
+    return out
+
+
+@job.command("cancel")
+@click.argument("job_id")
+@click.option(
+    "--wait-s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="How long the live runner gets to end the job itself.",
+)
+def job_cancel(job_id: str, wait_s: float) -> None:
+    """End JOB_ID as cancelled: its remote step is stopped and its lock released."""
+    from journal import AppendConflict
+
+    from . import detached, lock
+    from .config import load_config
+    from .jobs import runner_state, who
+    from .transport import open_transport
+
+    ws = workspace()
+    with ws.journal() as j:
+        view = _view(j, job_id)
+        if view.state.terminal:
+            raise JobStateError(f"job {job_id} already ended {view.state.value}; nothing to cancel")
+        for _ in range(20):
+            try:
+                j.append(job_id, view.seq, "job.cancel_requested", {"by": who()})
+                break
+            except AppendConflict:
+                view = _view(j, job_id)
+                if view.state.terminal:
+                    raise JobStateError(f"job {job_id} ended {view.state.value} before it could be cancelled") from None
+        view = _view(j, job_id)
+        step = view.machine.current_step
+        provider = load_config(ws.config_path).get(view.data["providerId"])
+        if step and provider is not None and view.step(step)["attempt"]:
+            run = detached.StepRun(job_id, step, view.step(step)["attempt"], provider.tmp_dir)
+            with open_transport(provider) as t:
+                t.run(detached.kill(run), timeout=15)
+        end = time.monotonic() + (wait_s if runner_state(view)[0] else 0)
+        while not view.state.terminal and time.monotonic() < end:
+            time.sleep(0.1)
+            view = _view(j, job_id)
+        for _ in range(20):  # no live runner did it: end the job here
+            if view.state.terminal:
+                break
+            error = f"cancelled by {view.data['cancelRequested']}"
+            items: list[tuple[str, dict[str, Any]]] = []
+            if step and view.step(step)["state"] == "running":
+                items.append(("step.failed", {"step": step, "error": error, "log_tail": None}))
+            items.append(("job.cancelled", {"step": step, "error": error}))
+            with contextlib.suppress(AppendConflict):
+                j.append_batch(job_id, view.seq, items)
+            view = _view(j, job_id)
+        lock.release(j, view.data["providerId"], view.data["service"], job_id, view.state.value)
+    emit({"jobId": job_id, "state": view.state.value, "step": step})
 
 
 # -- journal ---------------------------------------------------------------------
@@ -459,6 +553,61 @@ def journal_prune(keep: int, dry_run: bool) -> None:
     for job_id in doomed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {job_id}")
     click.echo(f"{len(doomed)} job(s) {'to remove' if dry_run else 'removed'}")
+
+
+# -- locks -----------------------------------------------------------------------
+
+
+@cli.group("lock", cls=Group)
+def lock_group() -> None:
+    """The one-deploy-at-a-time lock of each (provider, service)."""
+
+
+@lock_group.command("status")
+@click.option("--provider-id", default="D601", show_default=True)
+@click.option("--service", default="code-queue", show_default=True)
+def lock_status(provider_id: str, service: str) -> None:
+    """Who holds the lock, as JSON."""
+    from .lock import read_lock
+
+    with workspace().journal() as j:
+        state = read_lock(j, provider_id, service)
+    emit(
+        {
+            "providerId": provider_id,
+            "service": service,
+            "holder": state.holder,
+            "since": state.since,
+            "pid": state.pid,
+            "host": state.host,
+        }
+    )
+
+
+@lock_group.command("release")
+@click.option("--provider-id", default="D601", show_default=True)
+@click.option("--service", default="code-queue", show_default=True)
+@click.option("--force", is_flag=True, required=True, help="Required: you take responsibility.")
+def lock_release(provider_id: str, service: str, force: bool) -> None:
+    """Release a lock whose job cannot be resumed; journaled with who did it."""
+    from .jobs import runner_state, who
+    from .lock import read_lock, release
+
+    if not force:
+        raise InvalidInput("lock release needs --force")
+    with workspace().journal() as j:
+        state = read_lock(j, provider_id, service)
+        if state.holder is None:
+            raise JobStateError(f"{provider_id}/{service} is not locked")
+        try:
+            view = _view(j, state.holder)
+            if not view.state.terminal and runner_state(view)[0] and view.data["runner"]:
+                raise JobStateError(f"job {state.holder} has a live runner; cancel it instead")
+        except CqdeployError as e:
+            if isinstance(e, JobStateError):
+                raise
+        release(j, provider_id, service, state.holder, "forced", by=who())
+    click.echo(f"released {provider_id}/{service} (held by {state.holder})")
 
 
 # -- microservices ---------------------------------------------------------------

@@ -84,7 +84,8 @@ ALREADY_STARTED = 17
 
 
 def wait(run: StepRun, limit_s: int) -> str:
-    """Block until the step ends; print `exit N` then its result, or `absent`/`lost`/`timeout`."""
+    """Block until the step ends or `limit_s` passes; print `exit N` then its result, or
+    `waiting` (still running), `absent` (never started) or `lost` (gone without an exit code)."""
     d = q(run.dir)
     return (
         f"d={d}\n"
@@ -92,7 +93,7 @@ def wait(run: StepRun, limit_s: int) -> str:
         'exec 3<>"$d/done"\n'
         f"end=$((SECONDS + {int(limit_s)}))\n"
         'while [ ! -e "$d/exit" ]; do\n'
-        '  if [ "$SECONDS" -ge "$end" ]; then echo timeout; exit 0; fi\n'
+        '  if [ "$SECONDS" -ge "$end" ]; then echo waiting; exit 0; fi\n'
         '  pid=$(cat "$d/pid" 2>/dev/null || true)\n'
         '  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$d/exit" ]; then\n'
         "    echo lost; exit 0\n"

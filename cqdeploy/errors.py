@@ -5,6 +5,7 @@ CqdeployError (1)
 ├── ConfigError (3)         config.toml or the desired manifest is wrong
 ├── UnknownJob (4)          no job with that id in the journal
 ├── JobStateError (5)       the job cannot do that now (resume a finished job)
+├── LockHeld (9)            another job holds the (provider, service) deploy lock
 ├── IllegalEvent (7)        an event that the job's state machine refuses
 ├── JournalProblem (7)      the journal failed to verify or to store
 ├── TransportError (6)      the target could not be reached or a command misbehaved
@@ -37,6 +38,10 @@ class UnknownJob(CqdeployError):
 
 class JobStateError(CqdeployError):
     exit_code = 5
+
+
+class LockHeld(CqdeployError):
+    exit_code = 9
 
 
 class TransportError(CqdeployError):

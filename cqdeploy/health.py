@@ -67,6 +67,7 @@ def await_healthy(
     within_s: float,
     transport: httpx.BaseTransport | None = None,
     pause_s: float = 0.2,
+    on_wait: Any = None,
 ) -> Answer:
     """The first 200 answer within `within_s`; connection errors and 5xx are retried."""
     end = time.monotonic() + within_s
@@ -82,3 +83,5 @@ def await_healthy(
         if time.monotonic() + pause_s > end:
             raise HealthCheckFailed(f"{service} {path} not healthy within {within_s:.0f}s: {last}")
         time.sleep(pause_s)
+        if on_wait is not None:
+            on_wait()

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from .manifest import Desired, Manifest
     from .workspace import Workspace
 
-SNAPSHOT = "job-view-v1"
+SNAPSHOT = "job-view-v2"
+HEARTBEAT_S = 5.0
+LEASE_S = 20.0
+RUNNER_START_S = 10.0
 SNAPSHOT_EVERY = 256
 
 
@@ -47,8 +50,9 @@ def create_job(
     entry: str,
     timeout_ms: int,
     rollback_of: str | None = None,
+    job_id: str | None = None,
 ) -> str:
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
     data: dict[str, Any] = {
         "service": desired.service,
         "provider": desired.provider,
@@ -65,6 +69,27 @@ def create_job(
         data["rollback_of"] = rollback_of
     journal.append(job_id, 0, "job.created", data)
     return job_id
+
+
+def holder_state(journal: Journal) -> Any:
+    """For the lock: is the job holding it still live, and what to say about its runner."""
+
+    def state(job_id: str, since: str | None) -> tuple[bool, str]:
+        from .render import parse_ts
+
+        try:
+            view = load_view(journal, job_id, save_snapshot=False)
+        except UnknownJob:  # taken a moment ago by a deploy that is still writing its job
+            taken = parse_ts(since)
+            return bool(taken and (datetime.now(UTC) - taken).total_seconds() < RUNNER_START_S), ""
+        if view.state.terminal:
+            return False, ""
+        alive, why = runner_state(view)
+        if alive:
+            return True, ""
+        return True, f"; the lock is stale ({why}): `cqdeploy job resume {job_id}` or `cqdeploy lock release --force`"
+
+    return state
 
 
 def load_view(journal: Journal, job_id: str, *, save_snapshot: bool = True) -> JobView:
@@ -130,14 +155,40 @@ def spawn_runner(ws: Workspace, job_id: str, *, resume: bool = False) -> None:
     spawn_detached(argv, log_path=str(ws.runner_log(job_id)), env=env)
 
 
-def runner_alive(view: JobView) -> bool:
-    """True when the job's last runner is a live process on this host."""
+def runner_state(view: JobView, now: datetime | None = None) -> tuple[bool, str]:
+    """(alive, why) for the job's last runner.
+
+    On this host the process table is asked; elsewhere the lease decides: a runner is lost
+    once LEASE_S has passed since its last heartbeat.
+    """
+    from .render import parse_ts
+
     runner = view.data.get("runner")
-    if not runner or runner.get("host") != socket.gethostname():
-        return False
+    now = now or datetime.now(UTC)
+    if not runner:
+        created = parse_ts(view.data["createdAt"])
+        young = created is not None and (now - created).total_seconds() < RUNNER_START_S
+        return young, "runner never started"
+    beat = parse_ts(view.data.get("lastHeartbeat")) or parse_ts(runner.get("since"))
+    ago = int((now - beat).total_seconds()) if beat else -1
+    if runner.get("host") == socket.gethostname():
+        if _is_runner(int(runner.get("pid") or 0), view.job_id):
+            return True, f"runner pid {runner['pid']} alive (last heartbeat {ago} s ago)"
+        return False, f"runner lost: pid {runner['pid']} on {runner['host']} is gone (last heartbeat {ago} s ago)"
+    lease = view.data.get("leaseS") or LEASE_S
+    if ago > lease:
+        return False, f"runner lost (last heartbeat {ago} s ago)"
+    return True, f"runner on {runner['host']} (last heartbeat {ago} s ago)"
+
+
+def runner_alive(view: JobView) -> bool:
+    return runner_state(view)[0]
+
+
+def _is_runner(pid: int, job_id: str) -> bool:
     try:
-        with open(f"/proc/{int(runner['pid'])}/cmdline", "rb") as f:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
-    except (OSError, ValueError, TypeError):
+    except OSError:
         return False
-    return b"cqdeploy.runner" in cmdline and view.job_id.encode() in cmdline
+    return b"cqdeploy.runner" in cmdline and job_id.encode() in cmdline

@@ -44,6 +44,8 @@ LIVE = [State.PENDING, *STEP_STATES]
 TRIGGERS: dict[str, str] = {
     "runner.started": "note_runner",
     "job.resumed": "note_runner",
+    "runner.heartbeat": "note_runner",
+    "job.cancel_requested": "note_runner",
     "commit.resolved": "resolve",
     "step.remote_log": "step_event",
     "step.sentinel_seen": "step_event",

@@ -49,6 +49,9 @@ class JobView:
             "logTail": None,
             "mismatch": None,
             "rollbackOf": None,
+            "lastHeartbeat": None,
+            "leaseS": None,
+            "cancelRequested": None,
         }
 
     @property
@@ -92,6 +95,12 @@ class JobView:
         elif type in ("runner.started", "job.resumed"):
             d["runner"] = {"pid": data.get("pid"), "host": data.get("host"), "since": ts}
             d["runners"] += 1
+            d["lastHeartbeat"], d["leaseS"] = ts, data.get("lease_s")
+        elif type == "runner.heartbeat":
+            d["lastHeartbeat"] = ts
+        elif type == "job.cancel_requested":
+            by = data.get("by") or {}
+            d["cancelRequested"] = f"{by.get('user', '?')}@{by.get('host', '?')}"
         elif type == "step.started":
             s = self.step(data["step"])
             s.update(state="running", attempt=data["attempt"], startedAt=ts, endedAt=None, exitCode=None)

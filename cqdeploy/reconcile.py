@@ -10,9 +10,10 @@ import os
 import shlex
 from typing import Any
 
+from . import lock
 from .config import load_config, pick_provider
 from .errors import CqdeployError
-from .jobs import create_job, spawn_runner
+from .jobs import create_job, holder_state, new_job_id, spawn_runner
 from .manifest import Manifest
 from .workspace import Workspace
 
@@ -45,6 +46,7 @@ def reconcile(
     force: bool = True,
     rollback_of: str | None = None,
     spawn: bool = True,
+    wait_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Start a job for each service that needs one; all is validated before the first job is written."""
     providers = load_config(ws.config_path)
@@ -61,14 +63,30 @@ def reconcile(
                 p = in_sync[desired.service]
                 results.append({**p.as_dict(), "jobId": None})
                 continue
-            job_id = create_job(
-                journal, ws, manifest, desired, entry=entry, timeout_ms=timeout_ms, rollback_of=rollback_of
+            job_id = new_job_id()
+            lock.acquire(
+                journal, desired.provider, desired.service, job_id, holder_state=holder_state(journal), wait_s=wait_s
             )
+            try:
+                create_job(
+                    journal,
+                    ws,
+                    manifest,
+                    desired,
+                    entry=entry,
+                    timeout_ms=timeout_ms,
+                    rollback_of=rollback_of,
+                    job_id=job_id,
+                )
+            except BaseException:
+                lock.release(journal, desired.provider, desired.service, job_id, "job not created")
+                raise
             if spawn:
                 try:
                     spawn_runner(ws, job_id)
                 except OSError as e:
                     journal.append(job_id, 1, "job.failed", {"step": None, "error": f"runner could not start: {e}"})
+                    lock.release(journal, desired.provider, desired.service, job_id, "runner could not start")
                     raise CqdeployError(f"job {job_id}: runner could not start: {e}") from e
             results.append(job_summary(ws, job_id, desired.service, desired.provider, desired.requested))
     return results

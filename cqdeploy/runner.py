@@ -2,7 +2,9 @@
 
 Run as `python -m cqdeploy.runner <jobId> [--resume]`. Its stderr is JSONL progress, one line
 per journaled event. It keeps no state of its own: everything it knows it read from the journal,
-so a new runner picks up exactly where a dead one stopped.
+so a new runner picks up exactly where a dead one stopped. While a step runs it journals a
+heartbeat every HEARTBEAT_S; every append is fenced by the seq it last saw, so a runner that was
+overtaken (another runner, or a cancel) finds out at its next append and stops.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any, TextIO
 
 from journal import AppendConflict, Journal, canonical
 
-from . import detached, steps
+from . import detached, lock, steps
 from .config import load_config, pick_provider
 from .errors import CommandTimeout, CqdeployError, HealthCheckFailed, JobStateError, TransportError
-from .jobs import load_view
+from .jobs import HEARTBEAT_S, LEASE_S, load_view
 from .manifest import Desired
 from .projection import JobView
 from .transport import Transport, open_transport
@@ -62,7 +64,6 @@ class Runner:
         self.provider = pick_provider(load_config(ws.config_path), created["providerId"])
         first = journal.event(job_id, 1)
         assert first is not None
-        self.created = first.data
         desired = Desired(
             service=first.data["service"],
             repo=first.data["repo"],
@@ -75,6 +76,8 @@ class Runner:
         self.ctx = steps.JobContext(job_id, desired, self.provider, created["resolvedCommit"], self.timeout_s)
         self.transport = transport or open_transport(self.provider)
         self.secrets = self.provider.secrets()
+        self.current: detached.StepRun | None = None
+        self.last_beat = 0.0
 
     # -- journal -----------------------------------------------------------
 
@@ -82,14 +85,46 @@ class Runner:
         try:
             events = self.journal.append_batch(self.job_id, self.view.seq, items)
         except AppendConflict as e:
-            raise Stop(f"another writer moved job {self.job_id} on: {e}") from e
+            self._overtaken(e)
         for e in events:
             self.view.apply(e.seq, e.ts, e.type, e.data)
-            if self.progress is not None:
-                shown = {k: v for k, v in e.data.items() if k != "log_tail"}
-                line = {"ts": e.ts, "job": e.stream, "seq": e.seq, "type": e.type, "data": shown}
-                self.progress.write(canonical(line) + "\n")
-                self.progress.flush()
+            self._progress(e)
+        if self.view.data["cancelRequested"] and not self.view.state.terminal:
+            self._cancel()
+
+    def _progress(self, e: Any) -> None:
+        if self.progress is not None:
+            shown = {k: v for k, v in e.data.items() if k != "log_tail"}
+            line = {"ts": e.ts, "job": e.stream, "seq": e.seq, "type": e.type, "data": shown}
+            self.progress.write(canonical(line) + "\n")
+            self.progress.flush()
+
+    def _overtaken(self, conflict: AppendConflict) -> None:
+        """Someone else appended: a cancel is honoured, anything else means stop at once."""
+        for e in self.journal.iter(self.job_id, self.view.seq + 1):
+            self.view.apply(e.seq, e.ts, e.type, e.data)
+        if self.view.data["cancelRequested"] and not self.view.state.terminal:
+            self._cancel()
+        raise Stop(f"another writer moved job {self.job_id} on: {conflict}")
+
+    def _cancel(self) -> None:
+        step = self.view.machine.current_step
+        if self.current is not None:
+            self._kill(self.current)
+        error = f"cancelled by {self.view.data['cancelRequested']}"
+        items: list[tuple[str, dict[str, Any]]] = []
+        if step and self.view.step(step)["state"] == "running":
+            items.append(("step.failed", {"step": step, "error": error, "log_tail": self.tail(self.current)}))
+        items.append(("job.cancelled", {"step": step, "error": error}))
+        with contextlib.suppress(Stop):
+            self.emit(*items)
+        raise Stop(error)
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = now
+            self.emit(("runner.heartbeat", {"lease_s": LEASE_S}))
 
     # -- the loop ----------------------------------------------------------
 
@@ -97,13 +132,19 @@ class Runner:
         if self.view.state.terminal:
             raise JobStateError(f"job {self.job_id} already ended {self.view.state.value}")
         kind = "job.resumed" if resume or self.view.data["runners"] else "runner.started"
-        self.emit(
-            (
-                kind,
-                {"pid": os.getpid(), "host": socket.gethostname(), "next_step": self.view.machine.next_step},
-            )
-        )
         try:
+            self.emit(
+                (
+                    kind,
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "lease_s": LEASE_S,
+                        "next_step": self.view.machine.next_step,
+                    },
+                )
+            )
+            self.last_beat = time.monotonic()
             while (step := self.view.machine.next_step) is not None:
                 if self.clock() >= self.deadline:
                     self.time_out(step, None)
@@ -117,6 +158,9 @@ class Runner:
             pass
         finally:
             self.transport.close()
+            if self.view.state.terminal:
+                spec = self.ctx.desired
+                lock.release(self.journal, spec.provider, spec.service, self.job_id, self.view.state.value)
         return self.view.state.value
 
     def remote_step(self, step: str) -> None:
@@ -125,6 +169,7 @@ class Runner:
         assert command is not None
         if s["state"] == "running":
             run = detached.StepRun(self.job_id, step, s["attempt"], self.provider.tmp_dir)
+            self.current = run
             outcome = self.wait(run)
             if outcome[0] != "absent":
                 if s["remoteLog"] is None:
@@ -132,6 +177,7 @@ class Runner:
                 return self.finish(run, outcome)
         run = detached.StepRun(self.job_id, step, s["attempt"] + 1, self.provider.tmp_dir)
         self.emit(("step.started", {"step": step, "attempt": run.attempt}))
+        self.current = run
         started = self.transport.run(
             detached.launch(run, command.script, self.provider.path_prepend),
             stdin=detached.env_file(command.secret_env),
@@ -143,18 +189,29 @@ class Runner:
         self.finish(run, self.wait(run))
 
     def wait(self, run: detached.StepRun) -> tuple[str, int | None, str]:
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            return ("timeout", None, "")
-        try:
-            result = self.transport.run(detached.wait(run, int(remaining) + 2), timeout=remaining)
-        except CommandTimeout:
-            return ("timeout", None, "")
-        lines = result.text.splitlines()
-        head = lines[0] if lines else "lost"
-        if head.startswith("exit "):
-            return ("exit", int(head.split()[1]), "\n".join(lines[1:]))
-        return (head, None, "")
+        """Block on the step's end in slices, journaling a heartbeat between slices; the last
+        slice ends exactly at the job's deadline."""
+        while True:
+            remaining = self.deadline - self.clock()
+            if remaining <= 0:
+                return ("timeout", None, "")
+            final = remaining <= HEARTBEAT_S
+            limit = remaining + 2 if final else HEARTBEAT_S
+            try:
+                result = self.transport.run(
+                    detached.wait(run, max(1, int(limit))), timeout=remaining if final else HEARTBEAT_S + 5
+                )
+            except CommandTimeout:
+                if final:
+                    return ("timeout", None, "")
+                continue
+            lines = result.text.splitlines()
+            head = lines[0] if lines else "lost"
+            if head.startswith("exit "):
+                return ("exit", int(head.split()[1]), "\n".join(lines[1:]))
+            if head != "waiting":
+                return (head, None, "")
+            self.heartbeat()
 
     def finish(self, run: detached.StepRun, outcome: tuple[str, int | None, str]) -> None:
         kind, code, result = outcome
@@ -163,6 +220,7 @@ class Runner:
             self.time_out(step, run)
         if kind != "exit":
             self.fail(step, f"step {step} vanished on the target (no exit code, process gone)", run)
+        self.current = None
         sentinel = ("step.sentinel_seen", {"step": step, "exit_code": code, "sentinel": run.sentinel})
         if code != 0:
             tail = self.tail(run)
@@ -193,23 +251,19 @@ class Runner:
         self.emit(("step.started", {"step": "verify", "attempt": attempt}))
         within = max(1.0, min(VERIFY_WITHIN_S, self.deadline - self.clock()))
         try:
-            answer = health.await_healthy(self.provider.backend_url, spec.name, spec.health_path, within_s=within)
+            answer = health.await_healthy(
+                self.provider.backend_url, spec.name, spec.health_path, within_s=within, on_wait=self.heartbeat
+            )
         except (HealthCheckFailed, TransportError) as e:
             self.fail("verify", str(e), None)
         actual = health.deployed_commit(answer)
         expected = self.ctx.resolved
         if actual != expected:
             error = f"/health reports deploy.commit {actual} but this job deployed {expected}"
+            tail = self._clean(answer.text.encode())[-TAIL_BYTES:]
             self.emit(
                 ("health.commit_mismatch", {"step": "verify", "expected": expected, "actual": actual}),
-                (
-                    "step.failed",
-                    {
-                        "step": "verify",
-                        "error": error,
-                        "log_tail": self._clean(answer.text.encode())[-TAIL_BYTES:],
-                    },
-                ),
+                ("step.failed", {"step": "verify", "error": error, "log_tail": tail}),
                 ("job.failed", {"step": "verify", "error": error}),
             )
             raise Stop(error)
@@ -228,8 +282,7 @@ class Runner:
 
     def time_out(self, step: str, run: detached.StepRun | None) -> None:
         if run is not None:
-            with contextlib.suppress(TransportError):
-                self.transport.run(detached.kill(run), timeout=10)
+            self._kill(run)
         error = f"job deadline of {self.timeout_s:.0f}s passed during step {step}"
         items: list[tuple[str, dict[str, Any]]] = []
         if self.view.step(step)["state"] == "running":
@@ -237,6 +290,10 @@ class Runner:
         items.append(("job.timed_out", {"step": step, "error": error}))
         self.emit(*items)
         raise Stop(error)
+
+    def _kill(self, run: detached.StepRun) -> None:
+        with contextlib.suppress(TransportError):
+            self.transport.run(detached.kill(run), timeout=10)
 
     def tail(self, run: detached.StepRun | None) -> str | None:
         if run is None:

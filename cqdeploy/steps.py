@@ -158,12 +158,55 @@ def pin(ctx: JobContext) -> RemoteCommand:
     )
 
 
+RESTARTED_BY = "cqdeploy.unidesk.io/restarted-by"
+RESTARTED_AT = "cqdeploy.unidesk.io/restarted-at"
+RESTARTED_AT_K8S = "kubectl.kubernetes.io/restartedAt"
+
+
+def _jsonpath(*fields: str) -> str:
+    """A kubectl jsonpath template printing annotation fields joined by '|'."""
+    return "|".join("{" + f + "}" for f in fields)
+
+
+def _annotation(where: str, key: str) -> str:
+    return f".{where}.annotations.{key.replace('.', chr(92) + '.')}"
+
+
 def restart(ctx: JobContext) -> RemoteCommand:
+    """Restart once per job: the restartedAt that `rollout restart` set is recorded on the
+    Deployment with this job's id, and a second attempt that finds it only waits."""
     spec, ns = ctx.desired.spec, q(ctx.provider.namespace)
     targets = [q(f"deployment/{name}") for name in spec.restart]
     wait = max(30, int(ctx.timeout_s))
+    job = ctx.job_id
+    marks = q(
+        _jsonpath(
+            _annotation("metadata", RESTARTED_BY),
+            _annotation("metadata", RESTARTED_AT),
+            _annotation("spec.template.metadata", RESTARTED_AT_K8S),
+        )
+    )
+    now_path = q("{" + _annotation("spec.template.metadata", RESTARTED_AT_K8S) + "}")
+    each = " ".join(targets)
     status = "".join(f"kubectl -n {ns} rollout status {t} --timeout={wait}s\n" for t in targets)
-    return RemoteCommand(f"set -euo pipefail\nkubectl -n {ns} rollout restart {' '.join(targets)}\n{status}")
+    return RemoteCommand(
+        "set -euo pipefail\n"
+        "issued=1\n"
+        f"for d in {each}; do\n"
+        f'  IFS="|" read -r by at now <<< "$(kubectl -n {ns} get "$d" -o jsonpath={marks})"\n'
+        f'  if [ "$by" != {q(job)} ] || [ -z "$at" ] || [ "$at" != "$now" ]; then issued=0; fi\n'
+        "done\n"
+        'if [ "$issued" = 1 ]; then\n'
+        f"  echo {q('rollout restart already issued by job ' + job + '; waiting only')}\n"
+        "else\n"
+        f"  kubectl -n {ns} rollout restart {each}\n"
+        f"  for d in {each}; do\n"
+        f'    now=$(kubectl -n {ns} get "$d" -o jsonpath={now_path})\n'
+        f'    kubectl -n {ns} annotate --overwrite "$d" {q(RESTARTED_BY + "=" + job)} "{RESTARTED_AT}=$now"\n'
+        "  done\n"
+        "fi\n"
+        f"{status}"
+    )
 
 
 def _parent(path: str) -> str:

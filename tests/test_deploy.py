@@ -175,7 +175,7 @@ def test_runner_killed_between_steps_resumes_without_rerunning_completed_ones(ws
     view = wait_until(ws, job["jobId"], lambda v: "build" in v.machine.completed)
     os.kill(view.data["runner"]["pid"], signal.SIGKILL)
     lost = json.loads(cqdeploy("job", "status", job["jobId"], "--json").stdout)
-    assert "runner pid" in lost["runnerLost"] and lost["state"] == "build"
+    assert "runner lost: pid" in lost["runnerLost"] and lost["state"] == "build"
     resumed = cqdeploy("job", "resume", job["jobId"])
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["resumeFrom"] == "import"

@@ -54,7 +54,25 @@ EXPECTED = {
     ),
     "restart": (
         "set -euo pipefail\n"
-        "kubectl -n unidesk rollout restart deployment/d601-tcp-egress-gateway deployment/code-queue\n"
+        "issued=1\n"
+        "for d in deployment/d601-tcp-egress-gateway deployment/code-queue; do\n"
+        '  IFS="|" read -r by at now <<< "$(kubectl -n unidesk get "$d" -o jsonpath='
+        "'{.metadata.annotations.cqdeploy\\.unidesk\\.io/restarted-by}"
+        "|{.metadata.annotations.cqdeploy\\.unidesk\\.io/restarted-at}"
+        "|{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}')\"\n"
+        '  if [ "$by" != cq-1 ] || [ -z "$at" ] || [ "$at" != "$now" ]; then issued=0; fi\n'
+        "done\n"
+        'if [ "$issued" = 1 ]; then\n'
+        "  echo 'rollout restart already issued by job cq-1; waiting only'\n"
+        "else\n"
+        "  kubectl -n unidesk rollout restart deployment/d601-tcp-egress-gateway deployment/code-queue\n"
+        "  for d in deployment/d601-tcp-egress-gateway deployment/code-queue; do\n"
+        '    now=$(kubectl -n unidesk get "$d" -o jsonpath='
+        "'{.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}')\n"
+        '    kubectl -n unidesk annotate --overwrite "$d" cqdeploy.unidesk.io/restarted-by=cq-1 '
+        '"cqdeploy.unidesk.io/restarted-at=$now"\n'
+        "  done\n"
+        "fi\n"
         "kubectl -n unidesk rollout status deployment/d601-tcp-egress-gateway --timeout=900s\n"
         "kubectl -n unidesk rollout status deployment/code-queue --timeout=900s\n"
     ),

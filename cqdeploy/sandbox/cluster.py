@@ -86,9 +86,6 @@ class Cluster:
         if image is None:
             raise SystemExit(f"pod for {key}: image {dep['image']} not present in containerd (ErrImageNeverPull)")
         dep["generation"] = dep.get("generation", 0) + 1
-        if self.faults().get("rollout_hang"):
-            dep["ready_generation"] = dep.get("ready_generation", 0)
-            return
         pod = self.start_pod(key, dep, image["dir"])
         old = dep.get("pods", [])
         dep["pods"] = [*old, pod]

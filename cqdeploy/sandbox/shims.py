@@ -267,7 +267,8 @@ def kubectl_restart(cluster: Cluster, namespace: str, args: list[str]) -> None:
     with cluster.locked() as state:
         for ref in args:
             key, dep = _deployment(state, namespace, ref)
-            dep["annotations"]["kubectl.kubernetes.io/restartedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+            dep.setdefault("template_annotations", {})["kubectl.kubernetes.io/restartedAt"] = stamp
             cluster.roll(state, key)
             print(f"{ref} restarted")
 
@@ -284,7 +285,8 @@ def kubectl_status(cluster: Cluster, namespace: str, args: list[str]) -> None:
     for ref in refs:
         while True:
             _, dep = _deployment(cluster.read(), namespace, ref)
-            if dep.get("ready_generation") == dep.get("generation"):
+            hanging = cluster.faults().get("rollout_hang")  # the new pods never report ready
+            if not hanging and dep.get("ready_generation") == dep.get("generation"):
                 print(f'deployment "{ref.split("/", 1)[1]}" successfully rolled out')
                 break
             if time.monotonic() > end:
@@ -296,21 +298,40 @@ def kubectl_get(cluster: Cluster, namespace: str, args: list[str]) -> None:
     import json
 
     state = cluster.read()
-    if args and args[0].startswith("deployment/"):
-        _, dep = _deployment(state, namespace, args[0])
-        print(
-            json.dumps(
-                {
-                    "metadata": {"annotations": dep["annotations"]},
-                    "spec": {"image": dep["image"], "env": dep["env"]},
-                },
-                indent=1,
-            )
-        )
-    else:
+    if not args or not args[0].startswith("deployment/"):
         for key in sorted(state["deployments"]):
             if key.startswith(namespace + "/"):
                 print(key.split("/", 1)[1])
+        return
+    _, dep = _deployment(state, namespace, args[0])
+    container = {"image": dep["image"], "env": [{"name": k, "value": v} for k, v in sorted(dep["env"].items())]}
+    obj = {
+        "metadata": {"name": args[0].split("/", 1)[1], "namespace": namespace, "annotations": dep["annotations"]},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": dep.get("template_annotations", {})},
+                "spec": {"containers": [container]},
+            }
+        },
+    }
+    output = args[args.index("-o") + 1] if "-o" in args else "json"
+    if output.startswith("jsonpath="):
+        print(jsonpath(obj, output.split("=", 1)[1]), end="")
+    else:
+        print(json.dumps(obj, indent=1))
+
+
+def jsonpath(obj: Any, template: str) -> str:
+    r"""The subset of kubectl's jsonpath the pipeline uses: `{.a.b\.c}` fields between literal text."""
+    import re
+
+    def field(expr: str) -> str:
+        value: Any = obj
+        for part in re.split(r"(?<!\\)\.", expr.strip().lstrip(".")):
+            value = value.get(part.replace("\\.", ".")) if isinstance(value, dict) else None
+        return "" if value is None else str(value)
+
+    return re.sub(r"\{([^}]*)\}", lambda m: field(m.group(1)), template)
 
 
 def main(argv: list[str] | None = None) -> None:
