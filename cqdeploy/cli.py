@@ -646,12 +646,79 @@ def microservice_proxy(service: str, path: str, provider_id: str) -> None:
     _get(service, path, provider_id)
 
 
+# -- providers -------------------------------------------------------------------
+
+
+@cli.group(cls=Group)
+def provider() -> None:
+    """Target hosts: list them, trust an SSH host key."""
+
+
+@provider.command("list")
+def provider_list() -> None:
+    """The configured providers as JSON (secrets left out)."""
+    from .config import load_config
+
+    rows = []
+    for p in load_config(workspace().config_path).values():
+        rows.append(
+            {
+                "id": p.id,
+                "active": p.active,
+                "transport": p.transport,
+                "host": p.ssh_host,
+                "port": p.ssh_port,
+                "user": p.ssh_user,
+                "deployDir": p.deploy_dir,
+                "backendUrl": p.backend_url,
+                "buildProxy": "set" if p.build_proxy else None,
+            }
+        )
+    emit(rows)
+
+
+@provider.command("trust")
+@click.argument("provider_id")
+@click.option("--yes", is_flag=True, help="Record the key without asking (after checking the fingerprint).")
+def provider_trust(provider_id: str, yes: bool) -> None:
+    """Show PROVIDER_ID's SSH host key fingerprint and record it in known_hosts.
+
+    Only the key exchange happens: no authentication, no command.
+    """
+    from pathlib import Path
+
+    import paramiko
+
+    from .config import load_config, pick_provider
+    from .errors import HostKeyError
+    from .transport.ssh import fingerprint, record_host_key, scan_host_key
+
+    p = pick_provider(load_config(workspace().config_path), provider_id)
+    if p.transport != "ssh":
+        raise InvalidInput(f"provider {provider_id} uses transport {p.transport}: there is no host key to trust")
+    name, key = scan_host_key(p, timeout=p.connect_timeout_s)
+    known = Path(p.known_hosts or "known_hosts")
+    click.echo(f"{name} presents {key.get_name()} {fingerprint(key)}")
+    keys = paramiko.HostKeys(str(known)) if known.exists() else paramiko.HostKeys()
+    have = keys.lookup(name) or {}
+    if key.get_name() in have:
+        if have[key.get_name()] == key:
+            click.echo(f"already trusted in {known}")
+            return
+        raise HostKeyError(f"HOST KEY CHANGED for {name}: {known} holds another {key.get_name()} key; refusing")
+    if not yes and not (sys.stdin.isatty() and click.confirm("Is this D601's key? Record it", default=False)):
+        raise InvalidInput("not recorded; check the fingerprint on the host (ssh-keygen -lf) and rerun with --yes")
+    record_host_key(known, name, key)
+    click.echo(f"recorded in {known}")
+
+
 # -- sandbox and demo ------------------------------------------------------------
 
 
 @cli.command()
 @click.option("--timeout-ms", type=click.IntRange(min=1000), default=120_000, show_default=True)
-def demo(timeout_ms: int) -> None:
+@click.option("--ssh", is_flag=True, help="Reach the sandbox D601 through its own OpenSSH sshd on 127.0.0.1.")
+def demo(timeout_ms: int, ssh: bool) -> None:
     """Deploy the sandbox remote's HEAD to the embedded sandbox D601 and follow it."""
     from .manifest import load_manifest, one_service
     from .reconcile import reconcile
@@ -660,10 +727,12 @@ def demo(timeout_ms: int) -> None:
     ws = workspace()
     box = Sandbox(ws)
     created = box.create()
-    port = box.up()
+    port = box.up(ssh=ssh)
     click.echo(f"sandbox D601 {'created' if created else 'ready'} in {box.root}")
     click.echo("  Docker, containerd and k3s are SIMULATED; git, rsync, bash, SQLite and HTTP are real")
     click.echo(f"  backend-core simulator on http://127.0.0.1:{port}")
+    if ssh:
+        click.echo(f"  D601 reached over SSH: sshd on 127.0.0.1:{box.sshd.port}, host key in known_hosts")
     head = box.head()
     manifest = one_service(load_manifest(ws.manifest_path), "code-queue", head, "D601", None)
     started = reconcile(ws, manifest, ["code-queue"], entry="codex", timeout_ms=timeout_ms)[0]
@@ -691,10 +760,11 @@ def _box() -> Any:
 
 
 @sandbox.command("up")
-def sandbox_up() -> None:
+@click.option("--ssh", is_flag=True, help="Also start its sshd and point provider D601 at it.")
+def sandbox_up(ssh: bool) -> None:
     """Create the sandbox if needed and start its backend-core simulator."""
     box = _box()
-    port = box.up()
+    port = box.up(ssh=ssh)
     click.echo(f"sandbox up in {box.root}; backend-core on http://127.0.0.1:{port}")
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, InvalidInput
 
 DEFAULT_PROVIDER = "D601"
-TRANSPORTS = ("local",)
+TRANSPORTS = ("local", "ssh")
 _ABS_PATH = re.compile(r"^/[^\x00-\x1f\x7f]*$")
 
 
@@ -40,6 +40,18 @@ class Provider:
     build_proxy: str | None = field(default=None, repr=False)
     namespace: str = "unidesk"
     k3s_container: str = "unidesk-v8s-server"
+    # transport = "ssh"
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    ssh_user: str | None = None
+    identity_files: tuple[str, ...] = ()
+    use_agent: bool = True
+    known_hosts: str | None = None
+    ssh_config: str | None = "~/.ssh/config"
+    host_key_policy: str = "strict"
+    keepalive_s: float = 5.0
+    keepalive_count: int = 3
+    connect_timeout_s: float = 10.0
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log, the journal or the terminal."""
@@ -53,18 +65,10 @@ class Provider:
 
 
 _FIELDS = {
-    "active",
-    "transport",
-    "deploy_dir",
-    "cache_dir",
-    "tmp_dir",
-    "path_prepend",
-    "backend_url",
-    "build_proxy",
-    "build_proxy_env",
-    "namespace",
-    "k3s_container",
-}
+    "active", "transport", "deploy_dir", "cache_dir", "tmp_dir", "path_prepend", "backend_url", "build_proxy",
+    "build_proxy_env", "namespace", "k3s_container", "host", "port", "user", "identity_files", "use_agent",
+    "known_hosts", "ssh_config", "host_key_policy", "keepalive_s", "keepalive_count", "connect_timeout_s",
+}  # fmt: skip
 
 
 def load_config(path: Path) -> dict[str, Provider]:
@@ -79,6 +83,51 @@ def load_config(path: Path) -> dict[str, Provider]:
     if not isinstance(providers, dict):
         raise ConfigError(f"{path}: providers: must be a table")
     return {pid: _provider(path, pid, table) for pid, table in providers.items()}
+
+
+def _ssh_fields(where: str, table: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if "host" in table:
+        host = table["host"]
+        if not isinstance(host, str) or not re.match(r"^[A-Za-z0-9._:-]{1,253}$", host) or host.startswith("-"):
+            raise ConfigError(f"{where}.host: must be a host name, address or ~/.ssh/config alias")
+        values["ssh_host"] = host
+    if "port" in table:
+        if not isinstance(table["port"], int) or not 0 < table["port"] < 65536:
+            raise ConfigError(f"{where}.port: must be a TCP port")
+        values["ssh_port"] = table["port"]
+    if "user" in table:
+        if not isinstance(table["user"], str) or not re.match(r"^[a-z_][a-z0-9_.-]{0,31}$", table["user"]):
+            raise ConfigError(f"{where}.user: must be a user name")
+        values["ssh_user"] = table["user"]
+    if "identity_files" in table:
+        files = table["identity_files"]
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise ConfigError(f"{where}.identity_files: must be a list of paths")
+        values["identity_files"] = tuple(os.path.expanduser(f) for f in files)
+    if "use_agent" in table:
+        if not isinstance(table["use_agent"], bool):
+            raise ConfigError(f"{where}.use_agent: must be true or false")
+        values["use_agent"] = table["use_agent"]
+    known = table.get("known_hosts", "known_hosts")
+    if not isinstance(known, str):
+        raise ConfigError(f"{where}.known_hosts: must be a path")
+    values["known_hosts"] = str(workspace / os.path.expanduser(known))
+    if "ssh_config" in table:
+        values["ssh_config"] = table["ssh_config"] or None
+    if "host_key_policy" in table:
+        if table["host_key_policy"] not in ("strict", "accept-new"):
+            raise ConfigError(f"{where}.host_key_policy: must be strict or accept-new")
+        values["host_key_policy"] = table["host_key_policy"]
+    for key, kind, low in (("keepalive_s", float, 0.2), ("keepalive_count", int, 1), ("connect_timeout_s", float, 0.5)):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+                raise ConfigError(f"{where}.{key}: must be a number of at least {low}")
+            values[key] = kind(value)
+    if table.get("transport") == "ssh" and "ssh_host" not in values:
+        raise ConfigError(f'{where}.host: required with transport = "ssh"')
+    return values
 
 
 def _provider(path: Path, pid: str, table: Any) -> Provider:
@@ -114,6 +163,7 @@ def _provider(path: Path, pid: str, table: Any) -> Provider:
     for key in ("namespace", "k3s_container"):
         if key in table:
             values[key] = _name(f"{where}.{key}", table[key])
+    values.update(_ssh_fields(where, table, path.parent))
     return Provider(id=pid, **values)
 
 

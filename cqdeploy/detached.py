@@ -55,6 +55,7 @@ def launch(run: StepRun, script: str, path_prepend: tuple[str, ...] = ()) -> str
     d, log = q(run.dir), q(run.log)
     path = "".join(f"{q(p)}:" for p in path_prepend)
     wrapper = (
+        f"echo $$ > {d}/pid.tmp && mv {d}/pid.tmp {d}/pid\n"
         "cd /\n"
         f"export CQDEPLOY_STEP_DIR={d}\n"
         f'export PATH={path}"$PATH"\n'
@@ -66,6 +67,7 @@ def launch(run: StepRun, script: str, path_prepend: tuple[str, ...] = ()) -> str
     )
     return (
         "set -eu\n"
+        "trap '' HUP\n"
         "umask 077\n"
         f"mkdir -p {q(run.tmp_dir)}\n"
         f"mkdir -m 700 {d} 2>/dev/null || {{ echo already-started; exit 17; }}\n"
@@ -75,7 +77,6 @@ def launch(run: StepRun, script: str, path_prepend: tuple[str, ...] = ()) -> str
         f"mkfifo {d}/done\n"
         f": > {log}\n"
         f"setsid nohup bash {d}/wrapper > /dev/null 2>&1 < /dev/null &\n"
-        f"echo $! > {d}/pid\n"
         "echo started $!\n"
     )
 
@@ -90,6 +91,9 @@ def wait(run: StepRun, limit_s: int) -> str:
     return (
         f"d={d}\n"
         'if [ ! -d "$d" ]; then echo absent; exit 0; fi\n'
+        'if [ ! -e "$d/pid" ] && [ ! -e "$d/exit" ] && [ $(( $(date +%s) - $(stat -c %Y "$d") )) -gt 5 ]; then\n'
+        "  echo absent; exit 0\n"  # the launch died before the step began: it never started
+        "fi\n"
         'exec 3<>"$d/done"\n'
         f"end=$((SECONDS + {int(limit_s)}))\n"
         'while [ ! -e "$d/exit" ]; do\n'

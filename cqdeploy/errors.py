@@ -9,6 +9,9 @@ CqdeployError (1)
 ├── IllegalEvent (7)        an event that the job's state machine refuses
 ├── JournalProblem (7)      the journal failed to verify or to store
 ├── TransportError (6)      the target could not be reached or a command misbehaved
+│   ├── ConnectError (6)    unreachable, or our keys were refused
+│   ├── HostKeyError (6)    the host key is unknown or changed: nothing was sent
+│   ├── ConnectionLost (6)  the link broke while a command ran
 │   └── CommandTimeout (6)
 ├── StepFailed (1)          a pipeline step exited non-zero
 ├── HealthCheckFailed (1)   /health did not prove the new commit
@@ -50,6 +53,18 @@ class TransportError(CqdeployError):
 
 class CommandTimeout(TransportError):
     pass
+
+
+class ConnectError(TransportError):
+    """The target could not be reached or refused us."""
+
+
+class HostKeyError(TransportError):
+    """The target's host key is unknown or changed; nothing was sent to it."""
+
+
+class ConnectionLost(TransportError):
+    """The link broke while a command ran; the command's outcome is unknown."""
 
 
 class IllegalEvent(CqdeployError):

@@ -21,7 +21,15 @@ from journal import AppendConflict, Journal, canonical
 
 from . import detached, lock, steps
 from .config import load_config, pick_provider
-from .errors import CommandTimeout, CqdeployError, HealthCheckFailed, JobStateError, TransportError
+from .errors import (
+    CommandTimeout,
+    ConnectError,
+    ConnectionLost,
+    CqdeployError,
+    HealthCheckFailed,
+    JobStateError,
+    TransportError,
+)
 from .jobs import HEARTBEAT_S, LEASE_S, load_view
 from .manifest import Desired
 from .projection import JobView
@@ -154,6 +162,8 @@ class Runner:
                     self.remote_step(step)
                 _hold_after(step)
             self.emit(("job.succeeded", {"commit": self.ctx.resolved}))
+        except TransportError as e:  # unreachable past the deadline, or a host key we must not trust
+            self._fail_unreachable(e)
         except Stop:
             pass
         finally:
@@ -162,6 +172,16 @@ class Runner:
                 spec = self.ctx.desired
                 lock.release(self.journal, spec.provider, spec.service, self.job_id, self.view.state.value)
         return self.view.state.value
+
+    def _fail_unreachable(self, e: TransportError) -> None:
+        step = self.view.machine.current_step
+        error = redact(f"{self.provider.id} unreachable: {e}", self.secrets)
+        items: list[tuple[str, dict[str, Any]]] = []
+        if step and self.view.step(step)["state"] == "running":
+            items.append(("step.failed", {"step": step, "error": error, "log_tail": None}))
+        items.append(("job.failed", {"step": step, "error": error}))
+        with contextlib.suppress(Stop):
+            self.emit(*items)
 
     def remote_step(self, step: str) -> None:
         s = self.view.step(step)
@@ -178,7 +198,7 @@ class Runner:
         run = detached.StepRun(self.job_id, step, s["attempt"] + 1, self.provider.tmp_dir)
         self.emit(("step.started", {"step": step, "attempt": run.attempt}))
         self.current = run
-        started = self.transport.run(
+        started = self._run(
             detached.launch(run, command.script, self.provider.path_prepend),
             stdin=detached.env_file(command.secret_env),
             timeout=30,
@@ -198,7 +218,7 @@ class Runner:
             final = remaining <= HEARTBEAT_S
             limit = remaining + 2 if final else HEARTBEAT_S
             try:
-                result = self.transport.run(
+                result = self._run(
                     detached.wait(run, max(1, int(limit))), timeout=remaining if final else HEARTBEAT_S + 5
                 )
             except CommandTimeout:
@@ -291,15 +311,36 @@ class Runner:
         self.emit(*items)
         raise Stop(error)
 
+    def _run(self, script: str, *, stdin: bytes = b"", timeout: float = 60.0) -> Any:
+        """One remote command; a lost link is reconnected with backoff inside the job's deadline
+        and the command sent again. Every command the runner sends is safe to repeat: a launch
+        refuses a step directory that exists, and waits, tails and kills only look."""
+        pause = 0.1
+        while True:
+            try:
+                return self.transport.run(script, stdin=stdin, timeout=timeout)
+            except (ConnectionLost, ConnectError) as e:
+                left = self.deadline - self.clock()
+                if left <= pause:
+                    raise TransportError(f"{e}; gave up at the job's deadline") from e
+                self._progress_note("transport.reconnecting", {"error": str(e), "retry_in_s": pause})
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def _progress_note(self, kind: str, data: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.write(canonical({"job": self.job_id, "type": kind, "data": data}) + "\n")
+            self.progress.flush()
+
     def _kill(self, run: detached.StepRun) -> None:
         with contextlib.suppress(TransportError):
-            self.transport.run(detached.kill(run), timeout=10)
+            self._run(detached.kill(run), timeout=10)
 
     def tail(self, run: detached.StepRun | None) -> str | None:
         if run is None:
             return None
         try:
-            result = self.transport.run(detached.tail(run.log, TAIL_BYTES), timeout=15)
+            result = self._run(detached.tail(run.log, TAIL_BYTES), timeout=15)
         except TransportError:
             return None
         return self._clean(result.stdout)

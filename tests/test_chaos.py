@@ -12,9 +12,21 @@ TOOLS = Path(__file__).parents[1] / "tools"
 
 def test_a_short_chaos_run_keeps_every_promise(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(TOOLS / "chaos.py"), "--trials", "1", "--only", "after-rsync,in-build,in-restart",
-         "--max-seconds", "120", "--json"],
-        capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "CQDEPLOY_HOME": str(tmp_path)},
+        [
+            sys.executable,
+            str(TOOLS / "chaos.py"),
+            "--trials",
+            "1",
+            "--only",
+            "after-rsync,in-build,in-restart",
+            "--max-seconds",
+            "120",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "CQDEPLOY_HOME": str(tmp_path)},
         check=False,
     )
     assert done.returncode == 0, done.stderr + done.stdout

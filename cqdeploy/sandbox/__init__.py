@@ -22,6 +22,7 @@ from ..errors import SandboxError
 from ..process import spawn_detached
 from ..workspace import Workspace, write_private
 from .cluster import Cluster, pid_alive, stop_pid
+from .sshd import Sshd
 
 APP = Path(__file__).parent / "app"
 MARKER = "# managed by `cqdeploy demo`: D601 is the embedded sandbox (Docker and k3s SIMULATED)"
@@ -39,6 +40,7 @@ class Sandbox:
         self.work = self.root / "work"
         self.cluster = Cluster(self.target)
         self.backend_file = self.root / "backend.port"
+        self.sshd = Sshd(self.root / "ssh")
 
     # -- life cycle -----------------------------------------------------------
 
@@ -70,8 +72,12 @@ class Sandbox:
         self.commit("Code Queue sample app")
         return True
 
-    def configure(self) -> None:
-        """Point provider D601 and the manifest at the sandbox (only if cqdeploy owns them)."""
+    def configure(self, ssh: bool = False) -> None:
+        """Point provider D601 and the manifest at the sandbox (only if cqdeploy owns them).
+
+        With `ssh`, D601 is reached through the sandbox's own sshd, whose host key is recorded
+        in the workspace's known_hosts as if the operator had trusted it.
+        """
         config = self.ws.config_path
         if config.exists() and MARKER not in config.read_text():
             raise SandboxError(
@@ -93,9 +99,10 @@ class Sandbox:
                     f"path_prepend = [{_toml(str(t / 'bin'))}]",
                     f'backend_url = "http://127.0.0.1:{port}"',
                     f"build_proxy = {_toml(SECRET_PROXY)}",
+                    *(self._ssh_lines() if ssh else []),
                     "",
                 ]
-            ),
+            ).replace('transport = "local"', 'transport = "ssh"' if ssh else 'transport = "local"'),
         )
         manifest = self.ws.manifest_path
         if not manifest.exists() or MARKER in manifest.read_text():
@@ -113,12 +120,27 @@ class Sandbox:
                 ),
             )
 
-    def up(self) -> int:
-        """Create if needed, start backend-core, write the config; returns the backend port."""
+    def up(self, ssh: bool = False) -> int:
+        """Create if needed, start backend-core (and sshd), write the config; returns the backend port."""
         self.create()
         port = self.start_backend()
-        self.configure()
+        if ssh and not self.sshd.running():
+            self.sshd.start()
+        self.configure(ssh=ssh)
         return port
+
+    def _ssh_lines(self) -> list[str]:
+        known = self.ws.home / "known_hosts"
+        write_private(known, self.sshd.known_hosts_line())
+        return [
+            'host = "127.0.0.1"',
+            f"port = {self.sshd.port}",
+            f"user = {_toml(self.sshd.user)}",
+            f"identity_files = [{_toml(str(self.sshd.user_key))}]",
+            "use_agent = false",
+            'ssh_config = ""',
+            'known_hosts = "known_hosts"',
+        ]
 
     def backend(self) -> tuple[int, int]:
         """(port, pid) of the running backend simulator; (0, 0) if none."""
@@ -165,6 +187,10 @@ class Sandbox:
         port, pid = self.backend()
         if pid and stop_pid(pid):
             stopped.append(f"backend-core simulator on 127.0.0.1:{port} (pid {pid})")
+        if self.sshd.running():
+            port, pid = self.sshd.port, self.sshd.pid
+            if self.sshd.stop():
+                stopped.append(f"sshd on 127.0.0.1:{port} (pid {pid})")
         return stopped
 
     # -- the remote -------------------------------------------------------------

@@ -14,6 +14,12 @@ def open_transport(provider: object) -> Transport:
         from .local import LocalTransport
 
         return LocalTransport()
+    if provider.transport == "ssh":
+        from pathlib import Path
+
+        from .ssh import open_ssh
+
+        return open_ssh(provider, Path(provider.known_hosts or "known_hosts"))
     from ..errors import ConfigError
 
     raise ConfigError(f"provider {provider.id}: transport {provider.transport!r} is not available")
