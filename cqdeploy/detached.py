@@ -6,9 +6,11 @@ A step lives in a private directory named for (job, step, attempt):
     <tmp>/unidesk-deploy-<job>-<n>-<step>-a<attempt>.log  0600: the step's output
 
 `launch` refuses to start a directory that exists, so no step ever starts twice. The step
-writes its exit code to `exit` (atomically, by rename) and then a byte into the `done` fifo;
+writes its exit code to `exit` (atomically, by rename) and then 512 bytes into the `done` fifo;
 `wait` blocks on that fifo, so the runner hears of the end at once, without polling, and
-re-checks `exit` every second in case another waiter took the byte.
+re-checks `exit` every second. Several bytes, because bash's `read -t` first selects and then
+reads: two waiters woken by a single byte would leave one blocked in read() for good (an orphaned
+waiter of a killed runner and the new runner's waiter do meet).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def launch(run: StepRun, script: str, path_prepend: tuple[str, ...] = ()) -> str
         f"bash {d}/script >> {log} 2>&1 < /dev/null\n"
         "rc=$?\n"
         f"printf '%s\\n' \"$rc\" > {d}/exit.tmp && mv {d}/exit.tmp {d}/exit\n"
-        f"printf x 1<> {d}/done\n"
+        f"printf %0512d 0 1<> {d}/done\n"
     )
     return (
         "set -eu\n"

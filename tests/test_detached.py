@@ -73,3 +73,22 @@ def test_kill_stops_the_whole_process_group_and_wait_says_lost(t, tmp_path):
     child = int((tmp_path / "child").read_text())
     assert not pid_alive(child)
     assert t.run(detached.wait(run, 5), timeout=10).text.strip() in ("lost", "exit 143")
+
+
+def test_the_end_is_signalled_with_enough_bytes_for_every_waiter(t, tmp_path):
+    """bash's `read -t` selects, then reads: waiters woken by one byte would leave all but one
+    blocked in read() for good. Each waiter must find a byte of its own."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = run_for(tmp_path)
+    t.run(detached.launch(run, "sleep 0.5"))
+    fifo = os.open(f"{run.dir}/done", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda _: t.run(detached.wait(run, 30), timeout=10).text.splitlines()[0], range(4)))
+        left = os.read(fifo, 1 << 16)
+    finally:
+        os.close(fifo)
+    assert outs == ["exit 0"] * 4
+    assert len(left) >= 64  # plenty remained after the four waiters took theirs
