@@ -87,6 +87,8 @@ class Sshd:
                     "UsePAM no",
                     "StrictModes no",
                     "PrintMotd no",
+                    "PrintLastLog no",
+                    "UseDNS no",
                     "X11Forwarding no",
                     "AllowTcpForwarding no",
                     "MaxSessions 64",

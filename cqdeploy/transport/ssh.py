@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import select
 import shlex
@@ -30,6 +31,12 @@ import paramiko
 
 from ..errors import CommandTimeout, ConfigError, ConnectError, ConnectionLost, HostKeyError
 from .base import Result, Transport
+
+# paramiko's transport thread logs every failure it then raises to us; we report those ourselves,
+# so its records must not reach the terminal through logging's last-resort handler.
+_log = logging.getLogger("paramiko")
+_log.addHandler(logging.NullHandler())
+_log.propagate = False
 
 
 def fingerprint(key: paramiko.PKey) -> str:
