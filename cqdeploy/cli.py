@@ -712,6 +712,66 @@ def provider_trust(provider_id: str, yes: bool) -> None:
     click.echo(f"recorded in {known}")
 
 
+# -- egress gateway ----------------------------------------------------------------
+
+
+@cli.command("egress-gateway")
+@click.option(
+    "--routes",
+    envvar="TCP_EGRESS_ROUTES",
+    required=True,
+    show_envvar=True,
+    help="<listen port>=<host>:<port>, comma-separated, e.g. 15432=db.internal:5432,4255=relay:4255.",
+)
+@click.option("--proxy", "proxy_url", help="HTTP CONNECT proxy URL (default: HTTPS_PROXY, then HTTP_PROXY).")
+@click.option("--listen", default="0.0.0.0", show_default=True, help="Address every route listens on.")
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=8081,
+    show_default=True,
+    help="HTTP /ready and /healthz for Kubernetes probes (0 to disable).",
+)
+@click.option("--connect-timeout-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--idle-timeout-s", type=click.FloatRange(min=1), default=600.0, show_default=True)
+@click.option("--max-connections", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--drain-s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, how long open connections may finish.",
+)
+def egress_gateway(
+    routes: str,
+    proxy_url: str | None,
+    listen: str,
+    health_port: int,
+    connect_timeout_s: float,
+    idle_timeout_s: float,
+    max_connections: int,
+    drain_s: float,
+) -> None:
+    """Forward in-cluster TCP to the routes' targets through an HTTP CONNECT proxy.
+
+    One listener per route; one JSON log line per connection (route, bytes each way, duration,
+    outcome). Proxy credentials are sent as Proxy-Authorization and never logged.
+    """
+    from .gateway import Gateway, Settings, parse_routes, proxy_from_env
+
+    settings = Settings(
+        routes=parse_routes(routes),
+        proxy=proxy_from_env(proxy_url),
+        listen_host=listen,
+        connect_timeout_s=connect_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+        max_connections=max_connections,
+        drain_s=drain_s,
+        health_port=health_port or None,
+    )
+    Gateway(settings).start().serve_until_signal()
+
+
 # -- sandbox and demo ------------------------------------------------------------
 
 
