@@ -742,6 +742,13 @@ def provider_trust(provider_id: str, yes: bool) -> None:
     show_default=True,
     help="On SIGTERM, how long open connections may finish.",
 )
+@click.option(
+    "--relay",
+    type=click.Choice(["copy", "splice"]),
+    default="copy",
+    show_default=True,
+    help="copy: 1 MiB buffers; splice: zero-copy, least CPU, slower into small-reads proxies.",
+)
 def egress_gateway(
     routes: str,
     proxy_url: str | None,
@@ -751,6 +758,7 @@ def egress_gateway(
     idle_timeout_s: float,
     max_connections: int,
     drain_s: float,
+    relay: str,
 ) -> None:
     """Forward in-cluster TCP to the routes' targets through an HTTP CONNECT proxy.
 
@@ -768,6 +776,7 @@ def egress_gateway(
         max_connections=max_connections,
         drain_s=drain_s,
         health_port=health_port or None,
+        relay=relay,
     )
     Gateway(settings).start().serve_until_signal()
 

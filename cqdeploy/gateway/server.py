@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
@@ -34,6 +35,7 @@ class Settings:
     max_connections: int = 512
     drain_s: float = 10.0
     health_port: int | None = None
+    relay: str = "copy"
 
 
 class Gateway:
@@ -42,11 +44,15 @@ class Gateway:
         self.log = log or sys.stderr
         self.stop = threading.Event()
         self.listeners: dict[str, socket.socket] = {}
-        self.active: set[threading.Thread] = set()
+        self.active: set[int] = set()
         self.lock = threading.Lock()
         self.health: ThreadingHTTPServer | None = None
         self.threads: list[threading.Thread] = []
         self._open_sockets: set[socket.socket] = set()
+        self._resolved: tuple[int, tuple] | None = None
+        # two threads per connection (one per direction), reused: starting threads costs setup time
+        self.pool = ThreadPoolExecutor(max_workers=2 * settings.max_connections + 2, thread_name_prefix="gw")
+        self.served = 0
 
     # -- life cycle --------------------------------------------------------------
 
@@ -95,19 +101,17 @@ class Gateway:
                     break
             time.sleep(0.05)
         with self.lock:
-            left = list(self.active)
-        with self.lock:
+            left = len(self.active)
             still_open = list(self._open_sockets)
         for sock in still_open:  # past the drain deadline: cut what is left
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        for t in left:
-            t.join(2)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         if self.health:
             self.health.shutdown()
             self.health.server_close()
-        self._emit({"event": "stopped", "cut": len(left)})
-        return len(left)
+        self._emit({"event": "stopped", "cut": left})
+        return left
 
     def serve_until_signal(self) -> None:
         got = threading.Event()
@@ -149,12 +153,13 @@ class Gateway:
                 )
                 client.close()
                 continue
-            t = threading.Thread(target=self._serve, args=(route, client, peer), daemon=True)
             with self.lock:
-                self.active.add(t)
-            t.start()
+                self.served += 1
+                ticket = self.served
+                self.active.add(ticket)
+            self.pool.submit(self._serve, route, client, peer, ticket)
 
-    def _serve(self, route: Route, client: socket.socket, peer: tuple) -> None:
+    def _serve(self, route: Route, client: socket.socket, peer: tuple, ticket: int) -> None:
         began = time.monotonic()
         record = {
             "event": "connection",
@@ -171,7 +176,7 @@ class Gateway:
                 self._open_sockets.update((client, upstream))
             if rest:
                 client.sendall(rest)
-            stats = pipe_both(client, upstream, self.settings.idle_timeout_s)
+            stats = pipe_both(client, upstream, self.settings.idle_timeout_s, self.settings.relay, self.pool)
             record.update(
                 outcome=stats.outcome if stats.outcome != "closed" else "ok",
                 bytes_up=stats.up,
@@ -192,14 +197,22 @@ class Gateway:
                 self._open_sockets.discard(client)
                 if upstream is not None:
                     self._open_sockets.discard(upstream)
-                self.active.discard(threading.current_thread())
+                self.active.discard(ticket)
             record["duration_s"] = round(time.monotonic() - began, 4)
             self._emit(record)
 
     def _open_tunnel(self, route: Route) -> tuple[socket.socket, bytes]:
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout_s
-        upstream = socket.create_connection((s.proxy.host, s.proxy.port), timeout=s.connect_timeout_s)
+        family, address = self._proxy_address()
+        upstream = socket.socket(family, socket.SOCK_STREAM)
+        upstream.settimeout(s.connect_timeout_s)
+        try:
+            upstream.connect(address)
+        except OSError:
+            upstream.close()
+            self._resolved = None  # the proxy may have moved: look it up again next time
+            raise
         try:
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             upstream.sendall(connect_request(route, s.proxy))
@@ -217,6 +230,14 @@ class Gateway:
         except BaseException:
             upstream.close()
             raise
+
+    def _proxy_address(self) -> tuple[int, tuple]:
+        """The proxy's address, looked up once (a lookup per connection costs setup latency)."""
+        if self._resolved is None:
+            p = self.settings.proxy
+            family, _, _, _, address = socket.getaddrinfo(p.host, p.port, type=socket.SOCK_STREAM)[0]
+            self._resolved = (family, address)
+        return self._resolved
 
     def _emit(self, record: dict) -> None:
         record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
