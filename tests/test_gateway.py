@@ -547,3 +547,20 @@ def test_sigterm_drains_open_connections_and_readiness_follows(tinyproxy, tmp_pa
         events = [json.loads(x)["event"] for x in proc.stderr.read().splitlines()]
     assert events[0] == "ready" and events[-1] == "stopped"
     echo.close()
+
+
+def test_the_sample_manifest_carries_the_gateway_and_its_routes():
+    import yaml
+
+    from cqdeploy.sandbox import APP
+
+    docs = list(
+        yaml.safe_load_all((APP / "src/components/microservices/v3sctl-adapter/v3s/code-queue.k8s.yaml").read_text())
+    )
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "d601-tcp-egress-gateway"
+    )
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "d601-tcp-egress-gateway")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert [r.listen_port for r in parse_routes(env["TCP_EGRESS_ROUTES"])] == [15432, 4255]
+    assert sorted(p["port"] for p in service["spec"]["ports"]) == [4255, 15432]
