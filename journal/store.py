@@ -99,17 +99,31 @@ class Journal:
             conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
             self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if self.db.journal_mode != "wal":
-                self.db.enable_wal()
+            if self.db.journal_mode != "wal" or self._version() < SCHEMA_VERSION:
+                self._set_up()
             self.db.execute(f"PRAGMA synchronous={synchronous}")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                self._migrate()
             if repair:
                 self.repair_mirror()
         except sqlite3.Error as e:
             raise StorageError(f"cannot open journal {self.path}: {e}") from e
         finally:
             os.umask(old_umask)
+
+    def _version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _set_up(self) -> None:
+        """WAL and the schema, once: processes opening a new journal at the same moment take
+        turns on a file lock (switching to WAL is not covered by SQLite's busy timeout)."""
+        fd = os.open(self.directory / ".journal.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            if self._version() < SCHEMA_VERSION:
+                self._migrate()
+        finally:
+            os.close(fd)
 
     def _migrate(self) -> None:
         """Bring an older (or new) database to SCHEMA_VERSION; every step is idempotent."""

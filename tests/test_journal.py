@@ -6,11 +6,15 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from journal import GENESIS, AppendConflict, Journal, canonical, verify
+
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
@@ -190,3 +194,20 @@ def test_two_processes_appending_the_same_seq_exactly_one_wins(tmp_path: Path):
     with Journal(directory) as j:
         assert j.last_seq("race") == 2
         assert verify(j) == []
+
+
+OPEN = "import sys; from journal import Journal; Journal(sys.argv[1]).close()"
+
+
+def test_many_processes_creating_one_new_journal_at_once_all_succeed(tmp_path):
+    for round_ in range(5):
+        directory = tmp_path / f"j{round_}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN, str(directory)], stderr=subprocess.PIPE, cwd=ROOT)
+            for _ in range(10)
+        ]
+        for p in procs:
+            with p.stderr:
+                assert p.wait(30) == 0, p.stderr.read().decode()[-300:]
+        with Journal(directory) as j:
+            assert j.db.journal_mode == "wal"
