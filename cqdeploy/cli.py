@@ -58,6 +58,13 @@ def workspace() -> Workspace:
 # -- deploys ---------------------------------------------------------------------
 
 
+TIMEOUT_OPTION = click.option(
+    "--timeout-ms",
+    type=click.IntRange(min=1000),
+    default=900_000,
+    show_default=True,
+    help="One deadline for the whole background job, retries and resumes included.",
+)
 WAIT_OPTION = click.option(
     "--wait", is_flag=True, help="If another job holds the deploy lock, wait for it (up to --timeout-ms)."
 )
@@ -71,13 +78,7 @@ def codex() -> None:
 @codex.command("deploy")
 @click.argument("commit_id")
 @click.option("--provider-id", default="D601", show_default=True, help="Target provider.")
-@click.option(
-    "--timeout-ms",
-    type=click.IntRange(min=1000),
-    default=900_000,
-    show_default=True,
-    help="Deadline for the whole background job.",
-)
+@TIMEOUT_OPTION
 @click.option("--skip-build", is_flag=True, help="Refused: the target-side build is mandatory.")
 @WAIT_OPTION
 def codex_deploy(commit_id: str, provider_id: str, timeout_ms: int, skip_build: bool, wait: bool) -> None:
@@ -125,13 +126,7 @@ def _manifest(ws: Workspace, manifest_path: str | None) -> Any:
 @MANIFEST_OPTION
 @click.option("--force", is_flag=True, help="Deploy even a service whose live commit already matches.")
 @WAIT_OPTION
-@click.option(
-    "--timeout-ms",
-    type=click.IntRange(min=1000),
-    default=900_000,
-    show_default=True,
-    help="Deadline for each background job.",
-)
+@TIMEOUT_OPTION
 def deploy_apply(
     services: tuple[str, ...], manifest_path: str | None, force: bool, wait: bool, timeout_ms: int
 ) -> None:
@@ -178,7 +173,7 @@ def deploy_plan(services: tuple[str, ...], manifest_path: str | None, as_json: b
 @deploy.command("rollback")
 @click.option("--service", required=True, help="Service to roll back.")
 @click.option("--to", "to", help="A succeeded job id or commit of that service (default: the previous one).")
-@click.option("--timeout-ms", type=click.IntRange(min=1000), default=900_000, show_default=True)
+@TIMEOUT_OPTION
 def deploy_rollback(service: str, to: str | None, timeout_ms: int) -> None:
     """Redeploy the previous commit whose deploy succeeded, as a job marked as a rollback."""
     from .history import rollback_target

@@ -170,21 +170,7 @@ class Journal:
                         "ON CONFLICT(stream) DO UPDATE SET bytes = bytes + excluded.bytes",
                         [stream, added],
                     )
-                    self.db["events"].insert_all(
-                        (
-                            {
-                                "stream": e.stream,
-                                "seq": e.seq,
-                                "ts": e.ts,
-                                "type": e.type,
-                                "data": canonical(e.data),
-                                "prev": e.prev,
-                                "hash": e.hash,
-                            }
-                            for e in events
-                        ),
-                        batch_size=500,
-                    )
+                    self.db["events"].insert_all(_rows(events), batch_size=500)
                     self.db.execute("COMMIT")
                 except BaseException:
                     self.db.conn.rollback()
@@ -331,6 +317,13 @@ class Journal:
         self.close()
 
 
+def _rows(events: list[Event]) -> Iterator[dict[str, Any]]:
+    """Events as rows of the `events` table."""
+    for e in events:
+        yield {"stream": e.stream, "seq": e.seq, "ts": e.ts, "type": e.type, "data": canonical(e.data),
+               "prev": e.prev, "hash": e.hash}  # fmt: skip
+
+
 def _append_lines(f: Any, events: list[Event]) -> None:
     if events:
         with jsonlines.Writer(_TextAppender(f), dumps=canonical, flush=True) as writer:
@@ -472,18 +465,7 @@ def rebuild(directory: str | os.PathLike[str]) -> int:
     with Journal(base, repair=False, _filename=tmp.name) as fresh:
         fresh.db.execute("BEGIN IMMEDIATE")
         for events in streams:
-            fresh.db["events"].insert_all(
-                {
-                    "stream": e.stream,
-                    "seq": e.seq,
-                    "ts": e.ts,
-                    "type": e.type,
-                    "data": canonical(e.data),
-                    "prev": e.prev,
-                    "hash": e.hash,
-                }
-                for e in events
-            )
+            fresh.db["events"].insert_all(_rows(events), batch_size=500)
             size = sum(len(e.line().encode()) + 1 for e in events)
             fresh.db.execute("INSERT INTO mirror (stream, bytes) VALUES (?, ?)", [events[0].stream, size])
             count += len(events)
