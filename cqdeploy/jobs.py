@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import JournalProblem, UnknownJob
-from .projection import JobView
-from .render import age
 
 if TYPE_CHECKING:
     from journal import Journal
 
     from .manifest import Desired, Manifest
+    from .projection import JobView
     from .workspace import Workspace
 
 SNAPSHOT = "job-view-v2"
@@ -41,8 +40,7 @@ def who() -> dict[str, str]:
     return {"user": user, "host": socket.gethostname()}
 
 
-def create_job(
-    journal: Journal,
+def job_created(
     ws: Workspace,
     manifest: Manifest,
     desired: Desired,
@@ -50,9 +48,8 @@ def create_job(
     entry: str,
     timeout_ms: int,
     rollback_of: str | None = None,
-    job_id: str | None = None,
-) -> str:
-    job_id = job_id or new_job_id()
+) -> dict[str, Any]:
+    """The data of a job's first event: the request, the desired manifest, who and where."""
     data: dict[str, Any] = {
         "service": desired.service,
         "provider": desired.provider,
@@ -67,8 +64,7 @@ def create_job(
     }
     if rollback_of:
         data["rollback_of"] = rollback_of
-    journal.append(job_id, 0, "job.created", data)
-    return job_id
+    return data
 
 
 def holder_state(journal: Journal) -> Any:
@@ -95,6 +91,8 @@ def holder_state(journal: Journal) -> Any:
 def load_view(journal: Journal, job_id: str, *, save_snapshot: bool = True) -> JobView:
     """Replay a job, starting from its cached projection when one is valid."""
     from journal import JournalError
+
+    from .projection import JobView
 
     try:
         cached = journal.load_snapshot(job_id, SNAPSHOT)
@@ -129,6 +127,12 @@ def list_jobs(journal: Journal, limit: int = 20) -> list[dict[str, Any]]:
     return [_summary(view) for view in all_views(journal, limit)]
 
 
+def _age(ts: str | None) -> str:
+    from .render import age
+
+    return age(ts)
+
+
 def _summary(view: JobView) -> dict[str, Any]:
     d = view.data
     return {
@@ -141,7 +145,7 @@ def _summary(view: JobView) -> dict[str, Any]:
         "currentStep": view.machine.current_step,
         "createdAt": d["createdAt"],
         "endedAt": d["endedAt"],
-        "age": age(d["createdAt"]),
+        "age": _age(d["createdAt"]),
     }
 
 

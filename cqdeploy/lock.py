@@ -60,11 +60,14 @@ def acquire(
     *,
     holder_state: Any = None,
     wait_s: float = 0.0,
+    along: list[tuple[str, int, list[tuple[str, dict[str, Any]]]]] | None = None,
 ) -> None:
     """Take the lock for `job_id` or raise LockHeld naming the job that has it.
 
-    `holder_state(job_id)` tells whether the holding job is still live (not terminal) and
-    describes its runner; a lock left by a job that ended is released on the way.
+    `holder_state(job_id, since)` tells whether the holding job is still live (not terminal)
+    and describes its runner; a lock left by a job that ended is released on the way. `along`
+    are appends (the new job's job.created) made in the same transaction as the lock, so a
+    lock never exists without its job, and a refused deploy writes nothing.
     """
     end = time.monotonic() + wait_s
     stream = lock_stream(provider, service)
@@ -85,9 +88,8 @@ def acquire(
                     )
                 journal.append(stream, state.seq, "lock.released", {"job": state.holder, "reason": "holder ended"})
                 continue
-            journal.append(
-                stream, state.seq, "lock.acquired", {"job": job_id, "pid": os.getpid(), "host": socket.gethostname()}
-            )
+            taken = ("lock.acquired", {"job": job_id, "pid": os.getpid(), "host": socket.gethostname()})
+            journal.append_many([(stream, state.seq, [taken]), *(along or [])])
             return
         except AppendConflict:
             continue  # someone else moved first: read again

@@ -13,7 +13,7 @@ from typing import Any
 from . import lock
 from .config import load_config, pick_provider
 from .errors import CqdeployError
-from .jobs import create_job, holder_state, new_job_id, spawn_runner
+from .jobs import holder_state, job_created, new_job_id, spawn_runner
 from .manifest import Manifest
 from .workspace import Workspace
 
@@ -64,23 +64,16 @@ def reconcile(
                 results.append({**p.as_dict(), "jobId": None})
                 continue
             job_id = new_job_id()
+            created = job_created(ws, manifest, desired, entry=entry, timeout_ms=timeout_ms, rollback_of=rollback_of)
             lock.acquire(
-                journal, desired.provider, desired.service, job_id, holder_state=holder_state(journal), wait_s=wait_s
+                journal,
+                desired.provider,
+                desired.service,
+                job_id,
+                holder_state=holder_state(journal),
+                wait_s=wait_s,
+                along=[(job_id, 0, [("job.created", created)])],
             )
-            try:
-                create_job(
-                    journal,
-                    ws,
-                    manifest,
-                    desired,
-                    entry=entry,
-                    timeout_ms=timeout_ms,
-                    rollback_of=rollback_of,
-                    job_id=job_id,
-                )
-            except BaseException:
-                lock.release(journal, desired.provider, desired.service, job_id, "job not created")
-                raise
             if spawn:
                 try:
                     spawn_runner(ws, job_id)

@@ -8,6 +8,7 @@ line short, and the next open (or the next append) copies the missing lines from
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -18,9 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import jsonlines
-import sqlite_utils
 
 from .errors import AppendConflict, StorageError, UnknownStream
 from .event import GENESIS, Event, canonical, digest
@@ -96,12 +94,12 @@ class Journal:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.mirror_dir.mkdir(mode=0o700, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
-            self.db = sqlite_utils.Database(conn, execute_plugins=False)
-            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if self.db.journal_mode != "wal" or self._version() < SCHEMA_VERSION:
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
+            self._db: Any = None
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if self._journal_mode() != "wal" or self._version() < SCHEMA_VERSION:
                 self._set_up()
-            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn.execute(f"PRAGMA synchronous={synchronous}")
             if repair:
                 self.repair_mirror()
         except sqlite3.Error as e:
@@ -109,8 +107,21 @@ class Journal:
         finally:
             os.umask(old_umask)
 
+    @property
+    def db(self) -> Any:
+        """The sqlite-utils Database that every write goes through; made on first use, so a
+        process that only reads (`job status`) does not pay for importing sqlite-utils."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
+
+    def _journal_mode(self) -> str:
+        return self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+
     def _version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _set_up(self) -> None:
         """WAL and the schema, once: processes opening a new journal at the same moment take
@@ -118,8 +129,8 @@ class Journal:
         fd = os.open(self.directory / ".journal.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if self.db.journal_mode != "wal":
-                self.db.enable_wal()
+            if self._journal_mode() != "wal":
+                self.conn.execute("PRAGMA journal_mode=wal")
             if self._version() < SCHEMA_VERSION:
                 self._migrate()
         finally:
@@ -144,46 +155,66 @@ class Journal:
 
     def append_batch(self, stream: str, expected_seq: int, items: Iterable[tuple[str, dict[str, Any]]]) -> list[Event]:
         """Append several events in one transaction; all or nothing."""
-        check_stream_id(stream)
-        items = list(items)
-        if not items:
-            raise ValueError("append_batch needs at least one event")
-        with self._locked_mirror(stream) as mirror:
+        return self.append_many([(stream, expected_seq, list(items))])[0]
+
+    def append_many(self, batches: list[tuple[str, int, list[tuple[str, dict[str, Any]]]]]) -> list[list[Event]]:
+        """Append to several streams in one transaction (one commit, one fsync): every stream's
+        expected seq must hold, or nothing at all is written."""
+        streams = [stream for stream, _, _ in batches]
+        if len(set(streams)) != len(streams):
+            raise ValueError("append_many takes each stream once")
+        for stream, _, items in batches:
+            check_stream_id(stream)
+            if not items:
+                raise ValueError(f"no events to append to {stream}")
+        with contextlib.ExitStack() as stack:
+            mirrors = {s: stack.enter_context(self._locked_mirror(s)) for s in sorted(streams)}
+            written: list[tuple[str, list[Event], int]] = []
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 try:
-                    last_seq, prev = self._last(stream)
-                    row = self.db.execute("SELECT bytes FROM mirror WHERE stream = ?", [stream]).fetchone()
-                    mirrored_bytes = row[0] if row else 0
-                    if last_seq != expected_seq:
-                        raise AppendConflict(stream, expected_seq, last_seq)
                     ts = format_ts(self.clock())
-                    events = []
-                    for offset, (type, data) in enumerate(items, start=1):
-                        seq = last_seq + offset
-                        h = digest(stream, seq, ts, type, data, prev)
-                        events.append(Event(stream, seq, ts, type, data, prev, h))
-                        prev = h
-                    added = sum(len(e.line().encode()) + 1 for e in events)
-                    self.db.execute(
-                        "INSERT INTO mirror (stream, bytes) VALUES (?, ?) "
-                        "ON CONFLICT(stream) DO UPDATE SET bytes = bytes + excluded.bytes",
-                        [stream, added],
-                    )
-                    self.db["events"].insert_all(_rows(events), batch_size=500)
+                    for stream, expected_seq, items in batches:
+                        events, mirrored_bytes = self._stage(stream, expected_seq, items, ts)
+                        written.append((stream, events, mirrored_bytes))
                     self.db.execute("COMMIT")
                 except BaseException:
                     self.db.conn.rollback()
                     raise
             except sqlite3.IntegrityError as e:
-                raise AppendConflict(stream, expected_seq, self.last_seq(stream)) from e
+                raise AppendConflict(streams[0], batches[0][1], self.last_seq(streams[0])) from e
             except sqlite3.Error as e:
-                raise StorageError(f"append to {stream} failed: {e}") from e
-            if os.fstat(mirror.fileno()).st_size == mirrored_bytes:
-                _append_lines(mirror, events)  # the usual case: the mirror is exactly in step
-            else:
-                self._write_mirror(stream, mirror, events)
-        return events
+                raise StorageError(f"append to {', '.join(streams)} failed: {e}") from e
+            for stream, events, mirrored_bytes in written:
+                mirror = mirrors[stream]
+                if os.fstat(mirror.fileno()).st_size == mirrored_bytes:
+                    _append_lines(mirror, events)  # the usual case: the mirror is exactly in step
+                else:
+                    self._write_mirror(stream, mirror, events)
+        return [events for _, events, _ in written]
+
+    def _stage(
+        self, stream: str, expected_seq: int, items: list[tuple[str, dict[str, Any]]], ts: str
+    ) -> tuple[list[Event], int]:
+        """Inside the transaction: check the fence, insert the events, grow the mirror's size."""
+        last_seq, prev = self._last(stream)
+        if last_seq != expected_seq:
+            raise AppendConflict(stream, expected_seq, last_seq)
+        row = self.conn.execute("SELECT bytes FROM mirror WHERE stream = ?", [stream]).fetchone()
+        events = []
+        for offset, (type, data) in enumerate(items, start=1):
+            seq = last_seq + offset
+            h = digest(stream, seq, ts, type, data, prev)
+            events.append(Event(stream, seq, ts, type, data, prev, h))
+            prev = h
+        added = sum(len(e.line().encode()) + 1 for e in events)
+        self.db.execute(
+            "INSERT INTO mirror (stream, bytes) VALUES (?, ?) "
+            "ON CONFLICT(stream) DO UPDATE SET bytes = bytes + excluded.bytes",
+            [stream, added],
+        )
+        self.db["events"].insert_all(_rows(events), batch_size=500)
+        return events, row[0] if row else 0
 
     # -- reading -------------------------------------------------------------
 
@@ -195,7 +226,7 @@ class Journal:
         import json
 
         try:
-            cursor = self.db.execute(
+            cursor = self.conn.execute(
                 "SELECT seq, ts, type, data, prev, hash FROM events WHERE stream = ? AND seq >= ? ORDER BY seq",
                 [stream, from_seq],
             )
@@ -218,7 +249,7 @@ class Journal:
 
     def streams(self) -> list[StreamInfo]:
         """Every stream, oldest first by its first event."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT e.stream, e.ts, m.last FROM events e JOIN "
             "(SELECT stream, max(seq) AS last FROM events GROUP BY stream) m "
             "ON e.stream = m.stream AND e.seq = 1 ORDER BY e.ts, e.stream"
@@ -226,7 +257,7 @@ class Journal:
         return [StreamInfo(s, ts, last) for s, ts, last in rows]
 
     def _last(self, stream: str) -> tuple[int, str]:
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT seq, hash FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1", [stream]
         ).fetchone()
         return (row[0], row[1]) if row else (0, GENESIS)
@@ -247,7 +278,7 @@ class Journal:
     def load_snapshot(self, stream: str, name: str) -> tuple[int, dict[str, Any]] | None:
         import json
 
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT s.seq, s.data FROM snapshots s JOIN events e "
             "ON e.stream = s.stream AND e.seq = s.seq AND e.hash = s.hash "
             "WHERE s.stream = ? AND s.name = ?",
@@ -267,7 +298,7 @@ class Journal:
         stream whose file size differs is opened, so a clean open costs one stat per stream.
         """
         repaired = []
-        rows = self.db.execute("SELECT stream, bytes FROM mirror").fetchall()
+        rows = self.conn.execute("SELECT stream, bytes FROM mirror").fetchall()
         targets = [stream] if stream else [s for s, size in rows if _size(self.mirror_path(s)) != size]
         for name in targets:
             with self._locked_mirror(name) as mirror:
@@ -308,7 +339,7 @@ class Journal:
         return bool(missing) or partial_at is not None
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -325,24 +356,11 @@ def _rows(events: list[Event]) -> Iterator[dict[str, Any]]:
 
 
 def _append_lines(f: Any, events: list[Event]) -> None:
+    """One canonical JSON line per event, in one write. (jsonlines reads the mirror back in
+    `rebuild`; writing needs nothing from it, and importing it would cost every deploy command
+    a tenth of its start-up budget.)"""
     if events:
-        with jsonlines.Writer(_TextAppender(f), dumps=canonical, flush=True) as writer:
-            writer.write_all(e.as_dict() for e in events)
-
-
-class _TextAppender:
-    """The minimal text file jsonlines needs, over a binary append-only fd."""
-
-    def __init__(self, f: Any) -> None:
-        self.f = f
-
-    def write(self, text: str) -> int:
-        data = text.encode()
-        self.f.write(data)
-        return len(text)
-
-    def flush(self) -> None:
-        self.f.flush()
+        f.write("".join(e.line() + "\n" for e in events).encode())
 
 
 def _mirror_tail(f: Any) -> tuple[int | None, int | None]:
@@ -425,6 +443,8 @@ def rebuild(directory: str | os.PathLike[str]) -> int:
     Refuses to run over an existing database: move it aside first. A line that does not
     verify stops the rebuild with its file and line, and nothing is left half-written.
     """
+    import jsonlines
+
     from .errors import CorruptJournal
     from .event import Event
 

@@ -140,10 +140,16 @@ def test_cancel_between_steps_with_the_runner_held(ws, sandbox, after):
 def test_restart_is_not_issued_twice_when_the_target_lost_the_step(ws, sandbox):
     sandbox.set_fault("rollout_hang", True)
     job = start("codex", "deploy", sandbox.head())["jobId"]
+
+    def recorded() -> bool:  # the step has restarted both and recorded it on the Deployments
+        deployments = sandbox.cluster.read()["deployments"].values()
+        return len(deployments) == 2 and all(
+            d["annotations"].get("cqdeploy.unidesk.io/restarted-by") == job for d in deployments
+        )
+
     deadline = time.monotonic() + 30
-    while sandbox.counters().get("kubectl rollout restart", 0) < 1 and time.monotonic() < deadline:
+    while not recorded() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # the annotations are written right after the restart
     view = wait_until(ws, job, lambda v: v.step("restart")["remoteDir"] is not None)
     os.kill(view.data["runner"]["pid"], signal.SIGKILL)
     run_dir = Path(view.step("restart")["remoteDir"])

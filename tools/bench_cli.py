@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import PY, median_ms, table, time_command
 
 RUNS = 20
+# the console script users run (no runpy); `python -m cqdeploy` where it is not installed
+_script = Path(PY).with_name("cqdeploy")
+CQDEPLOY = [str(_script)] if _script.exists() else [PY, "-m", "cqdeploy"]
 
 
 def main() -> None:
@@ -35,7 +38,7 @@ def main() -> None:
     try:
         for _ in range(RUNS):
             bare.append(time_command([PY, "-c", "pass"])[0])
-            elapsed, out = time_command([PY, "-m", "cqdeploy", "codex", "deploy", head])
+            elapsed, out = time_command([*CQDEPLOY, "codex", "deploy", head])
             deploy.append(elapsed)
             job = json.loads(out)["jobId"]
             end = time.monotonic() + 60
@@ -44,7 +47,7 @@ def main() -> None:
                     if load_view(j, job, save_snapshot=False).state.terminal:
                         break
                 time.sleep(0.05)
-            status.append(time_command([PY, "-m", "cqdeploy", "job", "status", job, "--json"])[0])
+            status.append(time_command([*CQDEPLOY, "job", "status", job, "--json"])[0])
     finally:
         box.down()
     b, d, s = median_ms(bare), median_ms(deploy), median_ms(status)
