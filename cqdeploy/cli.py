@@ -208,7 +208,7 @@ def _view(journal: Any, job_id: str) -> Any:
     return load_view(journal, job_id)
 
 
-def _status_dict(view: Any, tail_bytes: int, journal_dir: Any) -> dict[str, Any]:
+def _status_dict(view: Any, tail_bytes: int) -> dict[str, Any]:
     from .jobs import runner_state
 
     out = view.as_dict()
@@ -266,10 +266,10 @@ def job_status(job_id: str, tail_bytes: int, as_json: bool, follow: bool) -> Non
             code = _follow(journal, job_id, as_json)
             view = _view(journal, job_id)
             if not as_json:
-                out = _status_dict(view, tail_bytes or 2000, ws.home)
+                out = _status_dict(view, tail_bytes or 2000)
                 click.echo(status_text(out, out["logTail"] if code else None))
             sys.exit(code)
-        out = _status_dict(_view(journal, job_id), tail_bytes, ws.home)
+        out = _status_dict(_view(journal, job_id), tail_bytes)
     if as_json:
         emit(out)
     else:
