@@ -10,12 +10,14 @@ nothing from paramiko leaks out of this module.
 - Dead links: paramiko's keepalive sends a packet every `keepalive_s`; TCP_USER_TIMEOUT makes the
   kernel drop the connection once such data stays unacknowledged `keepalive_s * keepalive_count`
   seconds, like ServerAliveInterval x ServerAliveCountMax.
-- TCP_NODELAY: without it every exec pays Nagle plus delayed ACK (about 40 ms here).
+- TCP_NODELAY, and an ACK for every segment at once: without them a command pays Nagle plus
+  delayed ACK (about 40 ms here), on our side or on sshd's.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -115,6 +117,25 @@ def scan_host_key(provider: Any, timeout: float = 10.0) -> tuple[str, paramiko.P
         raise ConnectError(f"cannot reach {end.host}:{end.port} for provider {provider.id}: {e}") from e
 
 
+class _QuickAckSocket(socket.socket):
+    """A socket that acknowledges every segment at once.
+
+    sshd leaves Nagle on for non-interactive sessions, and right after authentication it sends a
+    message we do not answer: its next small reply (our first channel's confirmation) then waits
+    for our delayed ACK, about 40 ms. TCP_QUICKACK does not stick, so it is set after each recv.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if _QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return data
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
 class SSHTransport(Transport):
     name = "ssh"
 
@@ -137,7 +158,9 @@ class SSHTransport(Transport):
             client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(_Refuse(p.id, p.host_key_policy == "accept-new", self.known_hosts))
         try:
-            sock = socket.create_connection((end.host, end.port), timeout=p.connect_timeout_s)
+            plain = socket.create_connection((end.host, end.port), timeout=p.connect_timeout_s)
+            sock = _QuickAckSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+            sock.settimeout(p.connect_timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if hasattr(socket, "TCP_USER_TIMEOUT"):
                 bound_ms = int(p.keepalive_s * p.keepalive_count * 1000)
