@@ -231,7 +231,7 @@ class Runner:
                 return ("exit", int(head.split()[1]), "\n".join(lines[1:]))
             if head != "waiting":
                 return (head, None, "")
-            self.heartbeat()
+            self.heartbeat(force=True)  # each slice is one heartbeat period
 
     def finish(self, run: detached.StepRun, outcome: tuple[str, int | None, str]) -> None:
         kind, code, result = outcome

@@ -178,7 +178,7 @@ def test_status_says_runner_lost_once_the_lease_expired():
 
 
 def test_heartbeats_are_journaled_while_a_step_runs(ws, sandbox):
-    sandbox.set_fault("sleep.build", 6)
+    sandbox.set_fault("sleep.build", 6.5)  # longer than one heartbeat slice (5 s at most)
     job = start("codex", "deploy", sandbox.head())["jobId"]
     assert wait_done(ws, job).state.value == "succeeded"
     with ws.journal() as j:
