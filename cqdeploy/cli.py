@@ -504,12 +504,14 @@ def journal_verify(job_id: str | None) -> None:
             problems = verify(j, job_id)
         except UnknownStream as e:
             raise UnknownJob(f"no job {job_id!r}") from e
-        streams = 1 if job_id else len(j.streams())
+        names = [job_id] if job_id else [s.stream for s in j.streams()]
     for p in problems:
         click.echo(str(p), err=True)
     if problems:
         raise JournalProblem(f"{len(problems)} problem(s) in the journal")
-    click.echo(f"ok: {streams} job(s) verified; hash chains intact, SQLite and JSONL identical")
+    jobs = sum(1 for n in names if n.startswith("cq-"))
+    others = f" and {len(names) - jobs} lock/audit stream(s)" if len(names) > jobs else ""
+    click.echo(f"ok: {jobs} job(s){others} verified; hash chains intact, SQLite and JSONL identical")
 
 
 @journal.command("rebuild")
