@@ -87,14 +87,14 @@ def tinyproxy(tmp_path):
         p.wait(5)
 
 
-class Echo:
-    """A TCP target that echoes, or hashes everything it receives."""
+class _Server:
+    """A loopback TCP server handing each connection to `_one` on a thread of its own."""
 
-    def __init__(self, mode: str = "echo") -> None:
+    def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
-        self.mode = mode
-        self.digests: queue.Queue = queue.Queue()
+
+    def start(self) -> None:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -104,6 +104,22 @@ class Echo:
             except OSError:
                 return
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class Echo(_Server):
+    """A TCP target that echoes, or hashes everything it receives."""
+
+    def __init__(self, mode: str = "echo") -> None:
+        super().__init__()
+        self.mode = mode
+        self.digests: queue.Queue = queue.Queue()
+        self.start()
 
     def _one(self, conn: socket.socket) -> None:
         h, total = hashlib.sha256(), 0
@@ -123,30 +139,18 @@ class Echo:
                 pass
         self.digests.put((h.hexdigest(), total))
 
-    def close(self) -> None:
-        self.server.close()
 
-
-class FakeProxy:
+class FakeProxy(_Server):
     """A CONNECT proxy of our own: answers as told, records what it was sent, and (mode 'tunnel')
     relays with half-close kept, unlike tinyproxy and squid."""
 
     def __init__(self, answer: bytes | None = b"HTTP/1.1 200 Connection established\r\n\r\n", target: int = 0):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
+        super().__init__()
         self.answer = answer
         self.target = target
         self.heads: list[bytes] = []
         self.extra: list[bytes] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        self.start()
 
     def _one(self, conn: socket.socket) -> None:
         buf = b""
@@ -186,9 +190,6 @@ class FakeProxy:
         t.join(10)
         conn.close()
         up.close()
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @contextlib.contextmanager
