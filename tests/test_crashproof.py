@@ -25,9 +25,16 @@ from cqdeploy.sandbox.cluster import pid_alive
 from journal import Journal, verify
 
 
-def lock_holder(ws) -> str | None:
-    with ws.journal() as j:
-        return read_lock(j, "D601", "code-queue").holder
+def lock_holder(ws, settle_s: float = 10.0) -> str | None:
+    """Who holds D601/code-queue once the runner has had time to release it after the job's end
+    (a lock left by an ended job is free to take anyway)."""
+    end = time.monotonic() + settle_s
+    while True:
+        with ws.journal() as j:
+            holder = read_lock(j, "D601", "code-queue").holder
+        if holder is None or time.monotonic() > end:
+            return holder
+        time.sleep(0.05)
 
 
 def step_pid(view, step: str) -> int:
