@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 import time
-from datetime import datetime
 from typing import Any, TextIO
 
 from journal import AppendConflict, Journal, canonical
@@ -33,6 +32,7 @@ from .errors import (
 from .jobs import HEARTBEAT_S, LEASE_S, load_view
 from .manifest import Desired
 from .projection import JobView
+from .render import parse_ts
 from .transport import Transport, open_transport
 from .workspace import Workspace
 
@@ -360,7 +360,7 @@ def _hold_after(step: str) -> None:
 
 
 def _parse_ts(ts: str) -> float:
-    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    return parse_ts(ts).timestamp()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:

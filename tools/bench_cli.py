@@ -8,14 +8,11 @@ Run: python tools/bench_cli.py
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import PY, median_ms, table, time_command
+from benchlib import PY, median_ms, sandbox_workspace, table, time_command, wait_terminal
 
 RUNS = 20
 # the console script users run (no runpy); `python -m cqdeploy` where it is not installed
@@ -24,15 +21,7 @@ CQDEPLOY = [str(_script)] if _script.exists() else [PY, "-m", "cqdeploy"]
 
 
 def main() -> None:
-    from cqdeploy.jobs import load_view
-    from cqdeploy.sandbox import Sandbox
-    from cqdeploy.workspace import Workspace
-
-    home = Path(tempfile.mkdtemp(prefix="cqbench-")) / "ws"
-    os.environ["CQDEPLOY_HOME"] = str(home)
-    ws = Workspace(home).ensure()
-    box = Sandbox(ws)
-    box.up()
+    ws, box = sandbox_workspace()
     head = box.head()
     bare, deploy, status = [], [], []
     try:
@@ -41,12 +30,7 @@ def main() -> None:
             elapsed, out = time_command([*CQDEPLOY, "codex", "deploy", head])
             deploy.append(elapsed)
             job = json.loads(out)["jobId"]
-            end = time.monotonic() + 60
-            while time.monotonic() < end:
-                with ws.journal() as j:
-                    if load_view(j, job, save_snapshot=False).state.terminal:
-                        break
-                time.sleep(0.05)
+            wait_terminal(ws, job)
             status.append(time_command([*CQDEPLOY, "job", "status", job, "--json"])[0])
     finally:
         box.down()

@@ -7,39 +7,25 @@ Run: python tools/bench_deploy.py
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import PY, table
+from benchlib import PY, sandbox_workspace, table, wait_terminal
+
+from cqdeploy.render import parse_ts
 
 RUNS = 5
 
 
-def ts(value: str) -> float:
-    from datetime import datetime
-
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-
-
 def one_deploy(ws, head: str) -> dict[str, float]:
-    from cqdeploy.jobs import load_view
-
     began = time.time()
     out = subprocess.run([PY, "-m", "cqdeploy", "codex", "deploy", head], capture_output=True, text=True, check=True)
     job = json.loads(out.stdout)["jobId"]
-    end = time.monotonic() + 60
-    while True:
-        with ws.journal() as j:
-            view = load_view(j, job, save_snapshot=False)
-        if view.state.terminal or time.monotonic() > end:
-            break
-        time.sleep(0.05)
+    view = wait_terminal(ws, job)
     assert view.state.value == "succeeded", view.data["error"]
     remote = 0.0
     for s in view.data["steps"]:
@@ -47,20 +33,13 @@ def one_deploy(ws, head: str) -> dict[str, float]:
             d = Path(s["remoteDir"])
             remote += (d / "exit").stat().st_mtime - (d / "script").stat().st_mtime
         else:  # verify: the HTTP check is the step's own work
-            remote += ts(s["endedAt"]) - ts(s["startedAt"])
-    wall = ts(view.data["endedAt"]) - began
+            remote += parse_ts(s["endedAt"]).timestamp() - parse_ts(s["startedAt"]).timestamp()
+    wall = parse_ts(view.data["endedAt"]).timestamp() - began
     return {"wall": wall, "remote": remote, "overhead": wall - remote}
 
 
 def main() -> None:
-    from cqdeploy.sandbox import Sandbox
-    from cqdeploy.workspace import Workspace
-
-    home = Path(tempfile.mkdtemp(prefix="cqbench-")) / "ws"
-    os.environ["CQDEPLOY_HOME"] = str(home)
-    ws = Workspace(home).ensure()
-    box = Sandbox(ws)
-    box.up()
+    ws, box = sandbox_workspace()
     try:
         runs = [one_deploy(ws, box.head()) for _ in range(RUNS)]
     finally:

@@ -21,14 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import PY, table
+from benchlib import PY, sandbox_workspace, table, wait_terminal
 
 from cqdeploy.config import load_config
-from cqdeploy.jobs import load_view
 from cqdeploy.render import parse_ts
-from cqdeploy.sandbox import Sandbox
 from cqdeploy.transport.ssh import SSHTransport
-from cqdeploy.workspace import Workspace
 
 COMMANDS = [f"echo step-{i} >/dev/null" for i in range(1, 9)]
 ROUNDS = 5
@@ -59,11 +56,8 @@ def ssh_args(box, known: Path, extra: list[str]) -> list[str]:
 
 
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="cqbench-")) / "ws"
-    os.environ["CQDEPLOY_HOME"] = str(home)
-    ws = Workspace(home).ensure()
-    box = Sandbox(ws)
-    box.up(ssh=True)
+    ws, box = sandbox_workspace(ssh=True)
+    home = ws.home
     known = home / "known_hosts"
     provider = load_config(ws.config_path)["D601"]
     rows = []
@@ -157,13 +151,9 @@ def main() -> None:
             import json
 
             job = json.loads(out.stdout)["jobId"]
-            while True:
-                with ws.journal() as j:
-                    view = load_view(j, job, save_snapshot=False)
-                    events = j.read(job)
-                if view.state.terminal:
-                    break
-                time.sleep(0.05)
+            wait_terminal(ws, job)
+            with ws.journal() as j:
+                events = j.read(job)
             for e in events:
                 if e.type == "step.sentinel_seen":
                     ended = Path(e.data["sentinel"]).stat().st_mtime

@@ -34,3 +34,32 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
         print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         if n == 0:
             print("  " + "  ".join("-" * w for w in widths))
+
+
+def sandbox_workspace(ssh: bool = False):
+    """A fresh private workspace with the sandbox D601 up: (workspace, sandbox)."""
+    import tempfile
+    from pathlib import Path
+
+    from cqdeploy.sandbox import Sandbox
+    from cqdeploy.workspace import Workspace
+
+    home = Path(tempfile.mkdtemp(prefix="cqbench-")) / "ws"
+    os.environ["CQDEPLOY_HOME"] = str(home)
+    ws = Workspace(home).ensure()
+    box = Sandbox(ws)
+    box.up(ssh=ssh)
+    return ws, box
+
+
+def wait_terminal(ws, job: str, limit_s: float = 60.0):
+    """The job's view once it has ended (or once `limit_s` has passed)."""
+    from cqdeploy.jobs import load_view
+
+    end = time.monotonic() + limit_s
+    while True:
+        with ws.journal() as j:
+            view = load_view(j, job, save_snapshot=False)
+        if view.state.terminal or time.monotonic() > end:
+            return view
+        time.sleep(0.05)
